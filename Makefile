@@ -1,0 +1,85 @@
+# The user's interface. Logic lives in the `imgclf` console script; this file only maps Make
+# variables to its flags (a variable is passed only when set, so src/imgclf/settings.py keeps the
+# only defaults) and makes the virtual environment.
+
+PYTHON ?= python3
+VENV   ?= .venv
+IMGCLF := $(VENV)/bin/imgclf
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+# flag NAME,--flag -> "--flag $(NAME)" when NAME is set; switch NAME,--flag -> "--flag" when NAME=1
+flag   = $(if $($(1)),$(2) $($(1)))
+switch = $(if $(filter 1 true yes,$($(1))),$(2))
+
+.PHONY: help venv test train serve validate demo publish rollback pin unpin status drill bench e2e clean
+
+help:
+	@echo "make test | demo | train DATA=dir | serve | validate DIR=dir | status | publish | rollback"
+	@echo "     pin VERSION=v | unpin | drill | bench | e2e      (variables: see README.md)"
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+TRAIN_FLAGS = $(call flag,DATA,--data) $(call flag,MODULE,--module) \
+  $(call flag,MODEL_NAME,--model-name) $(call flag,MODELS,--models) $(call flag,EPOCHS,--epochs) \
+  $(call flag,BATCH_SIZE,--batch-size) $(call flag,LEARNING_RATE,--learning-rate) \
+  $(call flag,IMAGE_SIZE,--image-size) $(call flag,FINE_TUNE,--fine-tune) \
+  $(call flag,AUGMENT,--augment) $(call flag,VALIDATION_PERCENT,--validation-percent) \
+  $(call flag,TEST_PERCENT,--test-percent) $(call flag,SEED,--seed) \
+  $(call flag,GRAYSCALE,--grayscale) $(call flag,CACHE_DIR,--cache-dir) \
+  $(call flag,VALIDATE,--validate) $(call flag,TOLERANCE,--tolerance) $(call switch,FORCE,--force)
+
+train: $(STAMP)
+	@test -n "$(DATA)" || { echo "usage: make train DATA=dir  (one sub-folder of images per class)"; exit 2; }
+	$(IMGCLF) train $(TRAIN_FLAGS)
+
+SERVE_FLAGS = $(call flag,MODELS,--models) $(call flag,MODEL_NAME,--model_name) \
+  $(call flag,REST_PORT,--rest_api_port) $(call flag,GRPC_PORT,--port) $(call flag,HOST,--host)
+
+serve: $(STAMP)
+	$(IMGCLF) serve $(SERVE_FLAGS)
+
+VALIDATE_FLAGS = $(call flag,SERVER,--server) $(call flag,GRPC_SERVER,--grpc-server) \
+  $(call flag,PROTOCOL,--protocol) $(call flag,MODEL_NAME,--model-name) \
+  $(call flag,VERSION,--version) $(call flag,LABEL,--label) $(call flag,BATCH,--batch) \
+  $(call flag,CONCURRENCY,--concurrency) $(call flag,OUTPUT,--output) \
+  $(call flag,MIN_ACCURACY,--min-accuracy) $(call flag,WAIT,--wait) $(call switch,ALL,--all)
+
+validate: $(STAMP)
+	@test -n "$(DIR)" || { echo "usage: make validate DIR=dir"; exit 2; }
+	$(IMGCLF) validate $(DIR) $(VALIDATE_FLAGS)
+
+demo: $(STAMP)
+	$(IMGCLF) demo
+
+ROLLOUT_FLAGS = $(call flag,MODELS,--models) $(call flag,MODEL_NAME,--model-name)
+
+publish: $(STAMP)
+	$(IMGCLF) publish $(ROLLOUT_FLAGS) $(call flag,STAGED,--staged) $(call flag,VALIDATE,--validate) \
+	  $(call flag,TOLERANCE,--tolerance) $(call switch,FORCE,--force)
+rollback: $(STAMP)
+	$(IMGCLF) rollback $(ROLLOUT_FLAGS)
+pin: $(STAMP)
+	@test -n "$(VERSION)" || { echo "usage: make pin VERSION=v [CANARY=v]"; exit 2; }
+	$(IMGCLF) pin $(ROLLOUT_FLAGS) --version $(VERSION) $(call flag,CANARY,--canary)
+unpin: $(STAMP)
+	$(IMGCLF) unpin $(ROLLOUT_FLAGS)
+status: $(STAMP)
+	$(IMGCLF) status $(ROLLOUT_FLAGS) $(call flag,SERVER,--server)
+
+drill: $(STAMP)
+	$(IMGCLF) drill
+bench: $(STAMP)
+	$(IMGCLF) bench $(call switch,QUICK,--quick)
+e2e: $(STAMP)
+	$(IMGCLF) e2e
+
+clean:
+	rm -rf build demo-output bench-output .pytest_cache

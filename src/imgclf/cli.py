@@ -1,0 +1,46 @@
+"""The one console script, `imgclf <command> ...`. Each command lives in its own package and is
+imported only when used, so `imgclf validate` over REST never imports TensorFlow."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "train": ("imgclf.trainer.cli", "train a classifier on class folders and publish a version"),
+    "serve": ("imgclf.serving.cli", "run the local TensorFlow-Serving-compatible server"),
+    "validate": ("imgclf.client.cli", "send a folder of images to the server and report"),
+    "demo": ("imgclf.demo", "sample data, train, serve, validate: the whole loop offline"),
+    "publish": ("imgclf.rollout.cli", "gate a staged model and publish it as the next version"),
+    "rollback": ("imgclf.rollout.cli", "take the highest version out of service"),
+    "pin": ("imgclf.rollout.cli", "serve one version (stable/canary labels)"),
+    "unpin": ("imgclf.rollout.cli", "go back to serving the highest version"),
+    "status": ("imgclf.rollout.cli", "versions on disk and what the server says of them"),
+    "drill": ("imgclf.rollout.drill", "publish and roll back under load; count failures"),
+    "bench": ("imgclf.bench", "measure bytes, throughput, training speed-up, rollout, memory"),
+    "e2e": ("imgclf.e2e", "the Docker Compose stack end to end on a Docker engine"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: imgclf <command> [options]   (imgclf <command> --help for its options)", ""]
+    lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"imgclf: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    return int(module.main(rest, command=command) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
