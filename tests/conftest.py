@@ -1,0 +1,39 @@
+"""Fixtures shared by the whole suite. Heavy artefacts (a trained tiny model, a running server) are
+session-scoped so that TensorFlow trains once per run."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def free_port() -> int:
+    """A port that is free on 127.0.0.1 now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """../shared beside the checkout (tests may use it; the product never does)."""
+    if not SHARED.is_dir():
+        pytest.skip("../shared is not beside this checkout")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def sample_dataset(tmp_path_factory) -> Path:
+    """Generated page-like images in class folders: research/ and other/, 40 each."""
+    from imgclf.sample_data import write_sample_dataset
+
+    return write_sample_dataset(tmp_path_factory.mktemp("sample-data"), per_class=40, seed=1)
