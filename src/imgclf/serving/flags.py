@@ -1,0 +1,93 @@
+"""tensorflow_model_server's command-line flags, with the same names, meanings and defaults
+(tensorflow_serving/model_servers/main.cc and server.h), so one set of flags works for both
+servers. Flags the local server cannot honour are accepted and documented as no-ops."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+# (name, type, default, help). Types: int, float, str, bool.
+MODEL_SERVER_FLAGS = [
+    ("port", int, 8500, "TCP port to listen on for gRPC API. Disabled if port set to zero."),
+    ("grpc_socket_path", str, "", "(accepted, not supported locally) UNIX socket for gRPC"),
+    ("rest_api_port", int, 0, "Port to listen on for HTTP/REST API. If set to zero HTTP/REST API will not be "
+                              "exported. This port must be different than the one specified in --port."),
+    ("rest_api_num_threads", int, 4 * (os.cpu_count() or 1), "Number of threads for HTTP/REST API processing "
+                                                            "(the local server starts one per connection)."),
+    ("rest_api_timeout_in_ms", int, 30000, "Timeout for HTTP/REST API calls."),
+    ("rest_api_enable_cors_support", bool, False, "Enable CORS headers in response"),
+    ("enable_batching", bool, False, "enable batching"),
+    ("allow_version_labels_for_unavailable_models", bool, False,
+     "(accepted, no-op) allow assigning unused version labels to models that are not available yet."),
+    ("batching_parameters_file", str, "", "If non-empty, read an ascii BatchingParameters protobuf from the "
+                                          "supplied file name and use the contained values instead of the defaults."),
+    ("enable_per_model_batching_parameters", bool, False, "(accepted, no-op)"),
+    ("model_config_file", str, "", "If non-empty, read an ascii ModelServerConfig protobuf from the supplied file "
+                                   "name, and serve the models in that file. (If used, --model_name, "
+                                   "--model_base_path are ignored.)"),
+    ("model_config_file_poll_wait_seconds", float, 0, "Interval in seconds between each poll of the filesystem for "
+                                                    "model_config_file. If unset or set to zero, poll will be done "
+                                                    "exactly once and not periodically."),
+    ("model_name", str, "default", "name of model (ignored if --model_config_file flag is set)"),
+    ("model_base_path", str, "", "path to export (ignored if --model_config_file flag is set, otherwise required)"),
+    ("num_load_threads", int, 0, "(accepted, no-op) versions load one at a time per model"),
+    ("num_unload_threads", int, 0, "(accepted, no-op)"),
+    ("max_num_load_retries", int, 5, "(accepted; the local server reports END with the error at once)"),
+    ("load_retry_interval_micros", int, 60 * 1000 * 1000, "(accepted, no-op)"),
+    ("file_system_poll_wait_seconds", float, 1, "Interval in seconds between each poll of the filesystem for new "
+                                                "model version. If set to zero poll will be exactly done once and "
+                                                "not periodically."),
+    ("flush_filesystem_caches", bool, True, "(accepted, no-op)"),
+    ("tensorflow_session_parallelism", int, 0, "Number of threads to use for running a Tensorflow session."),
+    ("tensorflow_session_config_file", str, "", "(accepted, no-op)"),
+    ("tensorflow_intra_op_parallelism", int, 0, "Threads to parallelize the execution of an individual op."),
+    ("tensorflow_inter_op_parallelism", int, 0, "Operators that can be executed simultaneously."),
+    ("use_alts_credentials", bool, False, "(accepted, not supported locally)"),
+    ("ssl_config_file", str, "", "(accepted, not supported locally)"),
+    ("platform_config_file", str, "", "(accepted, not supported locally)"),
+    ("per_process_gpu_memory_fraction", float, 0.0, "(accepted, no-op)"),
+    ("saved_model_tags", str, "serve", "Comma-separated set of tags corresponding to the meta graph def to load "
+                                       "from SavedModel."),
+    ("grpc_channel_arguments", str, "", "(accepted, no-op)"),
+    ("grpc_max_threads", int, 4 * (os.cpu_count() or 1), "Max grpc server threads to handle grpc messages."),
+    ("enable_model_warmup", bool, True, "Enables model warmup, which triggers lazy initializations (such as TF "
+                                        "optimizations) at load time, to reduce first request latency."),
+    ("num_request_iterations_for_warmup", int, 0, "(accepted; each warmup record is replayed once)"),
+    ("version", bool, False, "Display version"),
+    ("monitoring_config_file", str, "", "If non-empty, read an ascii MonitoringConfig protobuf from the supplied "
+                                        "file name"),
+    ("remove_unused_fields_from_bundle_metagraph", bool, True, "(accepted, no-op)"),
+    ("prefer_tflite_model", bool, False, "(accepted, no-op)"),
+    ("num_tflite_pools", int, os.cpu_count() or 1, "(accepted, no-op)"),
+    ("num_tflite_interpreters_per_pool", int, 1, "(accepted, no-op)"),
+    ("enable_signature_method_name_check", bool, False, "Enable method_name check for SignatureDef."),
+    ("xla_cpu_compilation_enabled", bool, False, "(accepted, no-op)"),
+    ("xla_gpu_compilation_enabled", bool, False, "(accepted, no-op)"),
+    ("enable_profiler", bool, True, "(accepted, no-op)"),
+    ("thread_pool_factory_config_file", str, "", "(accepted, no-op)"),
+    ("mixed_precision", str, "", "(accepted, no-op)"),
+    ("skip_initialize_tpu", bool, False, "(accepted, no-op)"),
+    ("enable_grpc_healthcheck_service", bool, False, "(accepted, no-op)"),
+    ("enable_serialization_as_tensor_content", bool, False, "(accepted; outputs are always tensor content)"),
+]
+
+
+def parse_bool(text: str) -> bool:
+    """TensorFlow's flag syntax for booleans: --flag, --flag=true/false/1/0."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_model_server_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("tensorflow_model_server flags (same names, meanings and defaults)")
+    for name, kind, default, help_text in MODEL_SERVER_FLAGS:
+        if kind is bool:
+            group.add_argument(f"--{name}", type=parse_bool, nargs="?", const=True, default=default,
+                               metavar="BOOL", help=f"{help_text} (default: {str(default).lower()})")
+        else:
+            group.add_argument(f"--{name}", type=kind, default=default, help=f"{help_text} (default: {default!r})")

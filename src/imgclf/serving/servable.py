@@ -1,0 +1,183 @@
+"""One loaded version of a SavedModel: its SignatureDefs (as the server reports them in metadata)
+and a way to run a signature on named numpy inputs.
+
+Nothing here knows the project's model: names, dtypes and shapes all come from the SavedModel.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import text_format
+from google.protobuf.message import DecodeError
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+
+from imgclf.serving.errors import ServingError, from_exception, invalid_argument
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIGNATURE = "serving_default"
+SERVE_TAG = "serve"
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+INIT_OP_SIGNATURE = "__saved_model_init_op"
+
+
+def dtype_string(dtype_enum: int) -> str:
+    """TensorFlow's DataTypeString: DT_FLOAT -> "float", DT_STRING -> "string"."""
+    return types_pb2.DataType.Name(dtype_enum)[len("DT_"):].lower()
+
+
+def numpy_dtype(dtype_enum: int):
+    return object if dtype_enum == types_pb2.DT_STRING else tf.dtypes.as_dtype(dtype_enum).as_numpy_dtype
+
+
+def read_meta_graph(export_dir: Path, tags: Sequence[str]) -> meta_graph_pb2.MetaGraphDef:
+    """The MetaGraphDef whose tag set is `tags`, from saved_model.pb (or .pbtxt)."""
+    saved_model = saved_model_pb2.SavedModel()
+    pb, pbtxt = export_dir / "saved_model.pb", export_dir / "saved_model.pbtxt"
+    if pb.is_file():
+        try:
+            saved_model.ParseFromString(pb.read_bytes())
+        except DecodeError as error:
+            raise ServingError("DATA_LOSS", f"Can't parse {pb} as binary proto") from error
+    elif pbtxt.is_file():
+        text_format.Parse(pbtxt.read_text(), saved_model)
+    else:
+        raise ServingError(
+            "NOT_FOUND",
+            f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {export_dir}",
+        )
+    wanted = set(tags)
+    for meta_graph in saved_model.meta_graphs:
+        if set(meta_graph.meta_info_def.tags) == wanted:
+            return meta_graph
+    available = [sorted(m.meta_info_def.tags) for m in saved_model.meta_graphs]
+    raise ServingError(
+        "NOT_FOUND",
+        f"Could not find meta graph def matching supplied tags: {{ {' '.join(sorted(wanted))} }}. "
+        f"To inspect available tag-sets in the SavedModel, please use the SavedModel CLI: "
+        f"`saved_model_cli` (available: {available}) in {export_dir}",
+    )
+
+
+@dataclass
+class Servable:
+    """A loaded model version. Immutable once built; safe to call from many threads at once."""
+
+    name: str
+    version: int
+    path: Path
+    signature_defs: Mapping[str, meta_graph_pb2.SignatureDef]
+    _loaded: object = field(repr=False)
+    _functions: dict = field(default_factory=dict, repr=False)
+    _functions_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def load(cls, name: str, version: int, path: str | os.PathLike, tags: Sequence[str] = (SERVE_TAG,)) -> "Servable":
+        path = Path(path)
+        meta_graph = read_meta_graph(path, tags)
+        try:
+            loaded = tf.saved_model.load(str(path), tags=list(tags))
+        except Exception as error:  # TensorFlow raises many kinds; report it with its code
+            raise from_exception(error) from error
+        signature_defs = dict(meta_graph.signature_def)
+        return cls(name=name, version=version, path=path, signature_defs=signature_defs, _loaded=loaded)
+
+    # --- signatures --------------------------------------------------------------------------
+    def signature_def(self, signature_name: str) -> meta_graph_pb2.SignatureDef:
+        """The named signature; an empty name means serving_default (as in the real server)."""
+        key = signature_name or DEFAULT_SIGNATURE
+        if key not in self.signature_defs:
+            raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{key}" not found.')
+        return self.signature_defs[key]
+
+    def _function(self, key: str):
+        function = self._functions.get(key)
+        if function is None:
+            with self._functions_lock:
+                signatures = self._loaded.signatures
+                if key not in signatures:
+                    raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{key}" not found.')
+                function = self._functions[key] = signatures[key]
+        return function
+
+    # --- inference ---------------------------------------------------------------------------
+    def predict(self, signature_name: str, inputs: Mapping[str, np.ndarray],
+                output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
+        """Run a signature. Inputs are checked against the SignatureDef the way TF Serving's
+        predict_util does, so a wrong name or dtype gives its message and INVALID_ARGUMENT."""
+        key = signature_name or DEFAULT_SIGNATURE
+        signature = self.signature_def(key)
+        check_input_names(signature, inputs)
+        outputs = list(output_filter) or sorted(signature.outputs)
+        check_output_filter(signature, output_filter)
+        tensors = {}
+        for index, (alias, value) in enumerate(sorted(inputs.items())):
+            tensors[alias] = to_tensor(value, signature.inputs[alias].dtype, index)
+        try:
+            result = self._function(key)(**tensors)
+        except ServingError:
+            raise
+        except Exception as error:
+            raise from_exception(error) from error
+        return {alias: result[alias].numpy() for alias in outputs}
+
+
+def check_input_names(signature: meta_graph_pb2.SignatureDef, inputs: Mapping[str, object]) -> None:
+    request_inputs, signature_inputs = set(inputs), set(signature.inputs)
+    if request_inputs == signature_inputs:
+        return
+    if len(request_inputs) != len(signature_inputs):
+        raise invalid_argument(
+            f"input size does not match signature: {len(request_inputs)}!={len(signature_inputs)} "
+            f"len({{{','.join(sorted(request_inputs))}}}) != len({{{','.join(sorted(signature_inputs))}}}). "
+            f"Sent extra: {{{','.join(sorted(request_inputs - signature_inputs))}}}. "
+            f"Missing but required: {{{','.join(sorted(signature_inputs - request_inputs))}}}."
+        )
+    unknown = sorted(request_inputs - signature_inputs)[0]
+    raise invalid_argument(
+        f"input tensor alias not found in signature: {unknown}. "
+        f"Inputs expected to be in the set {{{','.join(sorted(signature_inputs))}}}."
+    )
+
+
+def check_output_filter(signature: meta_graph_pb2.SignatureDef, output_filter: Sequence[str]) -> None:
+    seen = set()
+    for alias in output_filter:
+        if alias not in signature.outputs:
+            raise invalid_argument(
+                f"output tensor alias not found in signature: {alias} Outputs expected to be in the "
+                f"set {{{','.join(sorted(signature.outputs))}}}."
+            )
+        if alias in seen:
+            raise invalid_argument(f"duplicate output tensor alias: {alias}")
+        seen.add(alias)
+
+
+def to_tensor(value: np.ndarray, dtype_enum: int, index: int) -> tf.Tensor:
+    """A tensor of the signature's dtype; numeric widening (int -> float) is allowed as the JSON
+    path already produced the right dtype, anything else is the caller's error."""
+    want = tf.dtypes.as_dtype(dtype_enum)
+    array = np.asarray(value)
+    if want == tf.string:
+        if array.dtype.kind not in ("O", "S", "U"):
+            raise invalid_argument(f"Expects arg[{index}] to be string but {tf.dtypes.as_dtype(array.dtype).name} is provided")
+        return tf.constant(array, dtype=tf.string)
+    if array.dtype.kind in ("O", "S", "U"):
+        raise invalid_argument(f"Expects arg[{index}] to be {dtype_string(dtype_enum)} but string is provided")
+    if array.dtype != want.as_numpy_dtype:
+        got = tf.dtypes.as_dtype(array.dtype)
+        raise invalid_argument(
+            f"Expects arg[{index}] to be {dtype_string(dtype_enum)} but {dtype_string(got.as_datatype_enum)} is provided"
+        )
+    return tf.constant(array)

@@ -1,0 +1,93 @@
+"""The model server's request API, shared by REST and gRPC: resolve a servable from a model spec
+(name, version or label, signature) and answer Predict, GetModelMetadata and GetModelStatus with
+the tensorflow-serving-api protos, exactly as the real server's *_impl.cc do."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Mapping, Sequence
+
+import numpy as np
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
+
+from imgclf.serving.batching import BatchingServable
+from imgclf.serving.config import BatchingSettings
+from imgclf.serving.errors import ServingError, from_exception, invalid_argument
+from imgclf.serving.metrics import ServingMetrics
+from imgclf.serving.servable import Servable
+from imgclf.serving.versions import ServerCore
+from imgclf.serving.warmup import replay_warmup
+
+SIGNATURE_DEF_FIELD = "signature_def"
+
+
+def make_loader(batching: BatchingSettings | None = None, enable_warmup: bool = True, tags=("serve",)):
+    """(name, version, path) -> a loaded, warmed-up servable (batching-wrapped when asked)."""
+
+    def load(name: str, version: int, path):
+        servable = Servable.load(name, version, path, tags=tags)
+        if batching is not None:
+            servable = BatchingServable(servable, batching)
+        if enable_warmup:
+            try:
+                replay_warmup(servable, path)
+            except BaseException:
+                getattr(servable, "close", lambda: None)()   # a batching wrapper's threads
+                raise
+        return servable
+
+    return load
+
+
+class ModelServer:
+    def __init__(self, core: ServerCore, metrics: ServingMetrics | None = None, timeout_seconds: float = 0.0):
+        self.core = core
+        self.metrics = metrics
+        self.timeout_seconds = timeout_seconds
+
+    # --- the three calls ---------------------------------------------------------------------
+    def resolve(self, name: str, version: int | None = None, label: str | None = None):
+        if not name:
+            raise invalid_argument("ModelSpec has no name specified.")
+        return self.core.resolve(name, version, label)
+
+    def predict(self, servable, signature_name: str, inputs: Mapping[str, np.ndarray],
+                output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
+        started = time.monotonic()
+        outputs = servable.predict(signature_name, inputs, output_filter)
+        if self.timeout_seconds and time.monotonic() - started > self.timeout_seconds:
+            raise ServingError("DEADLINE_EXCEEDED", "Deadline Exceeded")
+        return outputs
+
+    def metadata(self, name: str, version: int | None = None, label: str | None = None
+                 ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        servable = self.resolve(name, version, label)
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = servable.name
+        response.model_spec.version.value = servable.version
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        for key, signature in servable.signature_defs.items():
+            signature_map.signature_def[key].CopyFrom(signature)
+        response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_map)
+        return response
+
+    def status(self, name: str, version: int | None = None) -> get_model_status_pb2.GetModelStatusResponse:
+        return self.core.model_status(name, version)
+
+    # --- bookkeeping -------------------------------------------------------------------------
+    @contextmanager
+    def observe(self, api: str, entrypoint: str, model_name: str):
+        """Count the call and time it; `holder["version"]` may be set by the caller once known."""
+        holder: dict = {"version": None}
+        started = time.monotonic()
+        status = "OK"
+        try:
+            yield holder
+        except BaseException as error:
+            status = from_exception(error).code if isinstance(error, Exception) else "CANCELLED"
+            raise
+        finally:
+            if self.metrics is not None and model_name:
+                self.metrics.record(model_name, holder["version"], api, entrypoint, status,
+                                    time.monotonic() - started)
