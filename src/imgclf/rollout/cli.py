@@ -1,0 +1,149 @@
+"""`imgclf publish | rollback | pin | unpin | status`: thin commands over the rollout functions.
+
+Every command takes --models and --model-name like `imgclf train`, and works the same whether the
+official tensorflow/serving image or the local server serves the base path. Exit status: 0 done,
+1 refused or failed (the message says why), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import posixpath
+import sys
+
+from imgclf import contract
+from imgclf.settings import RolloutSettings
+
+DEFAULTS = RolloutSettings()
+
+
+def _parser(command: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"imgclf {command}")
+    parser.add_argument("--models", default=DEFAULTS.models, help="folder holding <model-name>/<version>/")
+    parser.add_argument("--model-name", default=DEFAULTS.model_name)
+    if command == "publish":
+        parser.add_argument("--staged", default=DEFAULTS.staged,
+                            help="staged folder to publish (default: the only one in the base path)")
+        parser.add_argument("--validate", default=DEFAULTS.validate,
+                            help="held-out folder (one sub-folder per class) the gate measures on")
+        parser.add_argument("--tolerance", type=float, default=DEFAULTS.tolerance,
+                            help="how much lower the candidate's accuracy may be than the served one's")
+        parser.add_argument("--force", action="store_true", default=DEFAULTS.force,
+                            help="publish even when the gate refuses")
+    if command == "rollback":
+        parser.add_argument("--force", action="store_true", default=DEFAULTS.force,
+                            help="also roll back the only published version")
+    if command in ("pin", "unpin", "rollback", "status"):
+        parser.add_argument("--models-config", default=DEFAULTS.models_config,
+                            help="the model config file the server polls")
+    if command in ("pin", "unpin"):
+        parser.add_argument("--serving-models", default=DEFAULTS.serving_models,
+                            help="--models as the server sees it, written into the config (default "
+                                 "/models: the official image's; the local server maps it onto its --models)")
+    if command == "pin":
+        parser.add_argument("--version", type=int, required=True, help="the version to serve, labelled stable")
+        parser.add_argument("--canary", type=int, default=DEFAULTS.canary,
+                            help="also serve this version, labelled canary")
+        parser.add_argument("--wait", type=float, default=DEFAULTS.wait,
+                            help="seconds to wait for the server to serve the versions and labels")
+    if command in ("pin", "status"):
+        parser.add_argument("--server", default=DEFAULTS.server, help="the server's REST endpoint")
+    if command == "status":
+        parser.add_argument("--docker-service", default=DEFAULTS.docker_service,
+                            help="compose service whose container health to show ('' = skip Docker)")
+        parser.add_argument("--json", action="store_true", help="print the status as JSON")
+    return parser
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _only_staged(base) -> str:
+    from imgclf.rollout.publish import PublishError
+
+    staged = contract.list_staged(base)
+    if len(staged) != 1:
+        found = "\n  ".join(map(str, staged)) or "(none)"
+        raise PublishError(f"choose the folder to publish with --staged / STAGED=; staged in {base}:\n  {found}")
+    return str(staged[0])
+
+
+def run_publish(args, base) -> int:
+    from imgclf.rollout.gate import GateRefused, promote, recorded_held_out
+
+    staged = args.staged or _only_staged(base)
+    held_out, note = recorded_held_out(staged)
+    _say(note)
+    try:
+        version = promote(staged, base, held_out, args.tolerance, args.force,
+                          validate_dir=args.validate or None, say=_say)
+    except GateRefused as refused:
+        _say(f"imgclf publish: refused: {refused}")
+        return 1
+    print(version)
+    return 0
+
+
+def run_rollback(args, base) -> int:
+    from imgclf.rollout.publish import rollback
+
+    from imgclf.rollout.pinning import pinned_versions, read_models_config
+
+    version, retired = rollback(base, allow_last=args.force)
+    remaining = contract.list_versions(base)
+    _say(f"rolled back version {version} to {retired} (nothing deleted); "
+         f"the server falls back to {remaining[-1] if remaining else 'nothing'}")
+    pinned = pinned_versions(read_models_config(args.models_config), args.model_name)
+    if pinned is not None and version in pinned:
+        _say(f"warning: {args.models_config} pins versions {pinned}; version {version} can no longer be "
+             f"served: `make pin VERSION=…` another one, or `make unpin`")
+    return 0
+
+
+def serving_base_path(args) -> str:
+    """The base path as the server sees it: written into the model config."""
+    return posixpath.join(args.serving_models or os.path.abspath(args.models), args.model_name)
+
+
+def run_pin(args, base) -> int:
+    from imgclf.rollout.pinning import pin
+
+    pin(args.models_config, args.model_name, base, serving_base_path(args), args.version, args.canary,
+        server=args.server, wait=args.wait, say=_say)
+    return 0
+
+
+def run_unpin(args, base) -> int:
+    from imgclf.rollout.pinning import unpin
+
+    unpin(args.models_config, args.model_name, serving_base_path(args), say=_say)
+    return 0
+
+
+def run_status(args, base) -> int:
+    from imgclf.rollout.status import as_json, gather, render
+
+    status = gather(args.models, args.model_name, args.server, args.models_config, args.docker_service)
+    print(json.dumps(as_json(status), indent=2) if args.json else render(status))
+    return 0
+
+
+COMMANDS = {"publish": run_publish, "rollback": run_rollback, "pin": run_pin, "unpin": run_unpin,
+            "status": run_status}
+
+
+def main(argv: list[str], command: str) -> int:
+    from imgclf.rollout.pinning import PinError
+    from imgclf.rollout.publish import PublishError
+    from imgclf.trainer.data import DataError
+
+    args = _parser(command).parse_args(argv)
+    try:
+        base = contract.model_base_path(args.models, args.model_name)
+        return COMMANDS[command](args, base)
+    except (contract.ContractError, DataError, PublishError, PinError) as error:
+        _say(f"imgclf {command}: {error}")
+        return 1

@@ -1,0 +1,260 @@
+"""The promotion gate: a staged model is published only if it loads, answers its own warmup
+requests, and is not worse than the version being served now by more than a tolerance.
+
+Both models are measured here, on the same held-out examples, the way the server will call them:
+raw file bytes into the `serving_default` signature. A refused candidate stays staged so that it can
+be inspected (or published anyway with force).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from tqdm import tqdm
+
+from imgclf import contract
+from imgclf.rollout.publish import PublishError, check_stageable, publish
+from imgclf.trainer.data import find_class_folders, split_of
+
+Example = tuple[Path, str]     # an image file and its true label
+BATCH_SIZE = 16
+
+
+class GateRefused(PublishError):
+    """The candidate may not be published; the message says why. It is still staged."""
+
+
+@dataclass
+class Evaluation:
+    """How one SavedModel did at the gate."""
+
+    path: Path
+    loaded: bool = False
+    warmup_replayed: int = 0
+    correct: int = 0
+    total: int = 0
+    failed_files: list[str] = field(default_factory=list)   # files the model could not answer
+    unknown_labels: set[str] = field(default_factory=set)  # true labels the model cannot output
+    error: str = ""                                          # why it failed to load or answer
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.total if self.total else None
+
+    @property
+    def answered(self) -> bool:
+        return self.loaded and not self.error
+
+
+@dataclass
+class Decision:
+    candidate: Evaluation
+    current: Evaluation | None        # None when nothing is published yet
+    current_version: int | None
+    tolerance: float
+    refused_because: str = ""          # empty when the candidate may be published
+
+    @property
+    def refused(self) -> bool:
+        return bool(self.refused_because)
+
+
+def labelled_examples(folder: str | os.PathLike) -> list[Example]:
+    """(image, label) for every image under folder/<label>/; a folder without images is an error."""
+    examples = [(path, label) for label, files in find_class_folders(folder).items() for path in files]
+    if not examples:
+        raise contract.ContractError(f"{folder}: no images in class sub-folders (expected {folder}/<label>/*.jpg)")
+    return examples
+
+
+def recorded_held_out(model_dir: str | os.PathLike) -> tuple[list[Example], str]:
+    """The held-out split a model was trained with (test, else validation), rebuilt from the data
+    folder and split percentages in its training metadata; with a note on what was found."""
+    try:
+        metadata = json.loads((Path(model_dir) / contract.ASSETS_EXTRA_DIR / contract.METADATA_FILE).read_text())
+        recorded = metadata["settings"]
+        data, percents = recorded["data"], (recorded["validation_percent"], recorded["test_percent"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return [], f"{model_dir}: no training metadata naming its data folder"
+    if not Path(data).is_dir():
+        return [], f"the data folder recorded at training, {data}, is not here"
+    by_split: dict[str, list[Example]] = {"test": [], "validation": []}
+    for label, files in find_class_folders(data).items():
+        for path in files:
+            by_split.get(split_of(path.name, *percents), []).append((path, label))
+    held_out = by_split["test"] or by_split["validation"]
+    return held_out, f"held-out split of {data}: {len(held_out)} images"
+
+
+def _signature(model):
+    signatures = getattr(model, "signatures", {})
+    if contract.SIGNATURE_NAME not in signatures:
+        raise contract.ContractError(f"no {contract.SIGNATURE_NAME!r} signature (has {sorted(signatures)})")
+    return signatures[contract.SIGNATURE_NAME]
+
+
+def replay_warmup(model, model_dir: Path) -> int:
+    """Replays assets.extra/tf_serving_warmup_requests as TF Serving does before it marks a version
+    AVAILABLE; returns how many requests were replayed (0 when the file is absent)."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    warmup_file = model_dir / contract.ASSETS_EXTRA_DIR / contract.WARMUP_FILE
+    if not warmup_file.exists():
+        return 0
+    replayed = 0
+    for record in tf.data.TFRecordDataset(str(warmup_file)).take(contract.MAX_WARMUP_RECORDS):
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        if log.WhichOneof("log_type") != "predict_log":
+            raise contract.ContractError(f"{warmup_file}: record {replayed} is not a predict log")
+        request = log.predict_log.request
+        signature_name = request.model_spec.signature_name or contract.SIGNATURE_NAME
+        inputs = {name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()}
+        model.signatures[signature_name](**inputs)
+        replayed += 1
+    return replayed
+
+
+def _predict_labels(signature, files: Sequence[Path], seen_classes: set[str]) -> list[str]:
+    """The top label for each file, as the server would answer it; notes the classes output."""
+    import tensorflow as tf
+
+    images = tf.constant([path.read_bytes() for path in files])
+    outputs = signature(**{contract.INPUT_NAME: images})
+    classes = outputs[contract.CLASSES_OUTPUT]
+    seen_classes.update(name.decode("utf-8") for name in classes.numpy()[0])
+    best = tf.argmax(outputs[contract.SCORES_OUTPUT], axis=1)
+    return [name.decode("utf-8") for name in tf.gather(classes, best, axis=1, batch_dims=1).numpy()]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def evaluate(model_dir: str | os.PathLike, examples: Sequence[Example], desc: str = "") -> Evaluation:
+    """Loads a SavedModel, replays its warmup and measures its accuracy on the examples.
+
+    Failures are recorded in the result rather than raised: the gate decides what they mean."""
+    import tensorflow as tf
+
+    evaluation = Evaluation(Path(model_dir))
+    seen_classes: set[str] = set()
+
+    def score(batch: Sequence[Example]) -> None:
+        predicted = _predict_labels(signature, [p for p, _ in batch], seen_classes)
+        evaluation.total += len(batch)
+        evaluation.correct += sum(p == truth for p, (_, truth) in zip(predicted, batch))
+
+    try:
+        model = tf.saved_model.load(str(model_dir))
+        signature = _signature(model)
+        evaluation.loaded = True
+        evaluation.warmup_replayed = replay_warmup(model, Path(model_dir))
+        batches = [examples[i:i + BATCH_SIZE] for i in range(0, len(examples), BATCH_SIZE)]
+        for batch in tqdm(batches, desc=desc or Path(model_dir).name, unit="batch", leave=False,
+                          disable=None):
+            try:
+                score(batch)
+            except (tf.errors.OpError, OSError):
+                # One bad file fails its whole batch: retry one by one to name it, and count it
+                # as a wrong answer so that both models are judged on the same examples.
+                for example in batch:
+                    try:
+                        score([example])
+                    except (tf.errors.OpError, OSError):
+                        evaluation.total += 1
+                        evaluation.failed_files.append(str(example[0]))
+    except Exception as error:  # a model that cannot load or answer is exactly what the gate catches
+        evaluation.error = _first_line(error)
+    if evaluation.total and len(evaluation.failed_files) == evaluation.total:
+        evaluation.error = evaluation.error or f"answered none of {evaluation.total} examples"
+    if seen_classes:
+        evaluation.unknown_labels = {truth for _, truth in examples} - seen_classes
+    return evaluation
+
+
+def judge(candidate: Evaluation, current: Evaluation | None, current_version: int | None,
+          tolerance: float) -> Decision:
+    decision = Decision(candidate, current, current_version, tolerance)
+    if not candidate.loaded:
+        decision.refused_because = f"the candidate {candidate.path} does not load ({candidate.error})"
+    elif candidate.error:
+        decision.refused_because = f"the candidate {candidate.path} does not answer ({candidate.error})"
+    elif (current is not None and current.answered and candidate.accuracy is not None
+          and current.accuracy is not None and candidate.accuracy < current.accuracy - tolerance):
+        decision.refused_because = (
+            f"the candidate's accuracy {candidate.accuracy:.4f} is worse than version "
+            f"{current_version}'s {current.accuracy:.4f} by more than the tolerance {tolerance:g} "
+            f"(on the same {candidate.total} held-out examples)")
+    return decision
+
+
+def describe(decision: Decision) -> list[str]:
+    """Human-readable lines: what was measured and what the gate decided."""
+    def line(name: str, ev: Evaluation) -> str:
+        if not ev.answered:
+            return f"  {name}: FAILED {ev.error}"
+        acc = "n/a" if ev.accuracy is None else f"{ev.accuracy:.4f} ({ev.correct}/{ev.total})"
+        return f"  {name}: accuracy {acc}, warmup requests replayed {ev.warmup_replayed}"
+
+    lines = ["promotion gate:", line(f"candidate {decision.candidate.path.name}", decision.candidate)]
+    if decision.current is None:
+        lines.append("  served: nothing published yet")
+    else:
+        lines.append(line(f"served version {decision.current_version}", decision.current))
+        if not decision.current.answered:
+            lines.append("  (the served version could not be measured: comparing is skipped)")
+    for ev in filter(None, (decision.candidate, decision.current)):
+        if ev.failed_files:
+            shown = ", ".join(ev.failed_files[:5]) + (" ..." if len(ev.failed_files) > 5 else "")
+            lines.append(f"  {ev.path.name} could not answer {len(ev.failed_files)} file(s): {shown}")
+    if decision.candidate.unknown_labels:
+        lines.append(f"  labels the candidate cannot output (always counted wrong): "
+                     f"{sorted(decision.candidate.unknown_labels)}")
+    if decision.candidate.total == 0 and decision.candidate.answered:
+        lines.append("  no held-out examples: only loading and warmup were checked")
+    lines.append(f"  REFUSED: {decision.refused_because}" if decision.refused else "  accepted")
+    return lines
+
+
+def check(staged: str | os.PathLike, base_path: str | os.PathLike, examples: Sequence[Example],
+          tolerance: float) -> Decision:
+    """Measures the candidate and the highest published version on the same examples."""
+    examples = list(examples)
+    candidate = evaluate(staged, examples, desc="candidate")
+    versions = contract.list_versions(base_path)
+    current_version = versions[-1] if versions else None
+    current = None
+    if current_version is not None:
+        current = evaluate(contract.version_path(base_path, current_version), examples,
+                           desc=f"version {current_version}")
+    return judge(candidate, current, current_version, tolerance)
+
+
+def promote(staged: str | os.PathLike, base_path: str | os.PathLike, examples: Sequence[Example],
+            tolerance: float, force: bool, validate_dir: str | os.PathLike | None = None,
+            say: Callable[[str], None] | None = None) -> int:
+    """Gates a staged model and publishes it as the next version; returns the version.
+
+    Raises GateRefused (the model stays staged) unless force is set."""
+    say = say or (lambda text: print(text, file=sys.stderr))
+    Path(base_path).mkdir(parents=True, exist_ok=True)
+    check_stageable(Path(staged), Path(base_path))   # fail before the costly measuring
+    examples = list(examples) + (labelled_examples(validate_dir) if validate_dir else [])
+    decision = check(staged, base_path, examples, tolerance)
+    for text in describe(decision):
+        say(text)
+    if decision.refused:
+        if not force:
+            raise GateRefused(f"{decision.refused_because}; it stays staged at {staged} "
+                              f"(publish anyway with --force / FORCE=1)")
+        say("  publishing anyway: --force")
+    version = publish(staged, base_path)
+    say(f"published {Path(staged).name} as version {version} in {base_path}")
+    return version
