@@ -1,0 +1,152 @@
+"""`make train` and `make validate`: through the Docker Compose stack when a Docker engine is
+reachable, in this Python environment otherwise; RUNNER=docker|local decides instead.
+
+    imgclf run [--runner docker|local] train|validate [the command's own flags]
+
+With Docker, host paths among the flags become mounts (DATA, MODELS and DIR through the compose
+file's variables, a local MODULE, CACHE_DIR, LOG_DIR, VALIDATE and OUTPUT's folder as extra mounts)
+and every other flag goes to the container unchanged. The image is (re)built first: layer caching
+makes that a matter of seconds when nothing changed, and it never runs stale code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from imgclf import contract, stack
+from imgclf.settings import StackSettings, TrainSettings
+
+RUNNERS = ("docker", "local")
+COMMANDS = ("train", "validate")
+
+
+class Invocation:
+    """A compose `run` being put together: variables, extra mounts and the flags for the container."""
+
+    def __init__(self) -> None:
+        self.variables: dict[str, str] = {}
+        self.mounts: list[str] = []
+        self.flags: list[str] = []
+
+    def mount(self, host_path: str, container_path: str, flag: str, read_only: bool = True) -> None:
+        self.mounts += ["-v", f"{Path(host_path).resolve()}:{container_path}{':ro' if read_only else ''}"]
+        self.flags += [flag, container_path]
+
+
+def owner(path: Path) -> str:
+    """uid:gid owning path, so that what a container writes there belongs to the same user."""
+    status = path.stat()
+    return f"{status.st_uid}:{status.st_gid}"
+
+
+def train_invocation(argv: list[str]) -> Invocation:
+    paths = argparse.ArgumentParser(prog="imgclf train", add_help=False)
+    for flag in ("--data", "--models", "--module", "--cache-dir", "--log-dir", "--validate", "--model-name"):
+        paths.add_argument(flag)
+    known, rest = paths.parse_known_args(argv)
+    if not known.data:
+        raise stack.StackError("train: --data is required (one sub-folder of images per class)")
+    models = Path(known.models or TrainSettings().models)
+    models.mkdir(parents=True, exist_ok=True)
+    invocation = Invocation()
+    invocation.variables.update(DATA=str(Path(known.data).resolve()), MODELS=str(models.resolve()),
+                                IMGCLF_USER=owner(models))
+    if known.model_name:
+        invocation.variables["MODEL_NAME"] = contract.validate_model_name(known.model_name)
+    if known.module and Path(known.module).exists():
+        invocation.mount(known.module, "/module", "--module")
+    elif known.module:
+        invocation.flags += ["--module", known.module]   # a TF Hub handle, a URL or "scratch"
+    for flag, inside in (("cache_dir", "/cache"), ("log_dir", "/logs")):
+        if getattr(known, flag):
+            Path(getattr(known, flag)).mkdir(parents=True, exist_ok=True)
+            invocation.mount(getattr(known, flag), inside, "--" + flag.replace("_", "-"), read_only=False)
+    if known.validate:
+        invocation.mount(known.validate, "/validate", "--validate")
+    invocation.flags += rest
+    return invocation
+
+
+def validate_invocation(argv: list[str]) -> Invocation:
+    paths = argparse.ArgumentParser(prog="imgclf validate", add_help=False)
+    paths.add_argument("dir")
+    paths.add_argument("--output")
+    paths.add_argument("--model-name")
+    known, rest = paths.parse_known_args(argv)
+    invocation = Invocation()
+    invocation.variables["DIR"] = str(Path(known.dir).resolve())
+    if known.model_name:
+        invocation.variables["MODEL_NAME"] = contract.validate_model_name(known.model_name)
+    if known.output:
+        folder = Path(known.output).resolve().parent
+        folder.mkdir(parents=True, exist_ok=True)
+        invocation.variables["IMGCLF_USER"] = owner(folder)
+        invocation.mounts += ["-v", f"{folder}:/output"]
+        invocation.flags += ["--output", f"/output/{Path(known.output).name}"]
+    invocation.flags += rest
+    return invocation
+
+
+def prepare_images(service: str, settings: StackSettings, root: Path) -> dict[str, str]:
+    """Builds the service's image (cached layers make this quick) and, for the client, makes sure
+    `serving` has an image: the official one, or the stand-in where that cannot be pulled."""
+    client = stack.connect()
+    if client is None:
+        raise stack.StackError("no Docker engine is reachable (RUNNER=local runs without one)")
+    say = stack.say_to_stderr
+    base = stack.resolve_base_image(client, settings.base_image, say)
+    services = [service]
+    if service == "client" and stack.needs_standin_serving(client, settings.serving_image, say):
+        services.append("serving")
+    ca_bundle = settings.ca_bundle or stack.default_ca_bundle()
+    return stack.build_images(client, root, services, base, ca_bundle, say)
+
+
+def run_in_docker(command: str, argv: list[str], settings: StackSettings) -> int:
+    service = {"train": "trainer", "validate": "client"}[command]
+    invocation = train_invocation(argv) if command == "train" else validate_invocation(argv)
+    root = stack.repository_root()
+    variables = {**prepare_images(service, settings, root), **invocation.variables}
+    compose = [*stack.compose_command(), "-f", str(root / "docker-compose.yml")]
+    env = {**os.environ, **variables}
+    lines = [[*compose, "run", "--rm", *invocation.mounts, service, *invocation.flags]]
+    if service == "client":
+        # `up` first: `run` would start a stopped `serving` with its old settings (ports, models,
+        # image), where `up` recreates it when they changed. The client waits for the model itself.
+        lines = [[*compose, "up", "-d", "serving"],
+                 [*compose, "run", "--rm", "--no-deps", *invocation.mounts, service, *invocation.flags]]
+    for line in lines:
+        stack.say_to_stderr("imgclf run: " + " ".join(line))
+        status = subprocess.call(line, env=env, cwd=root)
+        if status != 0:
+            return status
+    return 0
+
+
+def choose_runner(requested: str) -> str:
+    if requested:
+        return requested
+    return "docker" if stack.engine_reachable() else "local"
+
+
+def main(argv: list[str], command: str = "run") -> int:
+    parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runner", choices=("", *RUNNERS), default=stack.settings_from_environment().runner,
+                        help="RUNNER: docker, local, or empty = docker when an engine is reachable")
+    parser.add_argument("target", choices=COMMANDS)
+    parser.add_argument("flags", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    runner = choose_runner(args.runner)
+    if runner == "local":
+        from imgclf import cli
+
+        return cli.main([args.target, *args.flags])
+    try:
+        return run_in_docker(args.target, args.flags, stack.settings_from_environment())
+    except (stack.StackError, contract.ContractError) as error:
+        print(f"imgclf {command}: {error}", file=sys.stderr)
+        return 1

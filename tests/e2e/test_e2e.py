@@ -1,0 +1,156 @@
+"""The Docker Compose stack on a real Docker engine: the README's `make e2e`, and the compose file
+and runner it relies on. Skipped only where no Docker engine answers (CI starts one)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from imgclf import runner, stack
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def docker_engine():
+    client = stack.connect()
+    if client is None:
+        if os.environ.get("IMGCLF_REQUIRE_DOCKER") == "1":  # CI starts an engine: its absence is a failure
+            pytest.fail("IMGCLF_REQUIRE_DOCKER=1 but no Docker engine is reachable")
+        pytest.skip("no Docker engine is reachable")
+    yield client
+    client.close()
+
+
+def compose_config(*profiles: str) -> str:
+    env = {**os.environ, "COMPOSE_PROFILES": ",".join(profiles)}
+    result = subprocess.run([*stack.compose_command(), "-f", str(REPO / "docker-compose.yml"), "config"],
+                            capture_output=True, text=True, env=env, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_compose_file_is_valid_and_serving_binds_loopback(docker_engine):
+    config = compose_config("train", "validate")
+    for service in ("trainer:", "serving:", "client:"):
+        assert service in config
+    assert "tensorflow/serving:2.20.0" in config
+    assert "127.0.0.1" in config and "0.0.0.0" not in config
+    assert "condition: service_healthy" in config
+
+
+def test_serving_image_variable_selects_the_stand_in(docker_engine, monkeypatch):
+    monkeypatch.setenv("SERVING_IMAGE", stack.IMAGES["serving"].default_name)
+    config = compose_config()
+    assert stack.IMAGES["serving"].default_name in config
+    assert "tensorflow/serving" not in config
+
+
+def test_runner_turns_host_paths_into_mounts(tmp_path):
+    data, models, module = tmp_path / "data", tmp_path / "models", tmp_path / "module"
+    data.mkdir()
+    module.mkdir()
+    invocation = runner.train_invocation(["--data", str(data), "--models", str(models), "--module", str(module),
+                                          "--epochs", "3"])
+    assert invocation.variables["DATA"] == str(data) and invocation.variables["MODELS"] == str(models)
+    assert models.is_dir()  # made by the user, so the container writes as its owner
+    assert invocation.variables["IMGCLF_USER"] == f"{os.getuid()}:{os.getgid()}"
+    assert invocation.mounts == ["-v", f"{module}:/module:ro"]
+    assert invocation.flags == ["--module", "/module", "--epochs", "3"]
+    hub = runner.train_invocation(["--data", str(data), "--models", str(models), "--module", "scratch"])
+    assert hub.mounts == [] and hub.flags == ["--module", "scratch"]
+
+
+def test_make_e2e_trains_serves_validates_and_rolls_out_without_a_failed_request(docker_engine, capsys):
+    """The README's command, as a user runs it; its output is shown (the phase times, image sizes)."""
+    result = subprocess.run(["make", "e2e"], cwd=REPO, capture_output=True, text=True, timeout=3600)
+    summary = result.stdout[result.stdout.find("== e2e summary"):]
+    with capsys.disabled():
+        print("\n" + summary)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    assert "imgclf e2e: passed" in result.stdout
+    traffic = re.search(r"traffic during the rollout: (\d+) requests in (\d+) passes, 0 failed", summary)
+    assert traffic and int(traffic.group(1)) > 0, summary
+    for phase in ("base image", "builds", "train", "first answer", "validate", "rollout"):
+        assert phase in summary
+    leftovers = docker_engine.containers.list(all=True, filters={"label": "com.docker.compose.project"})
+    assert not [c.name for c in leftovers if c.labels["com.docker.compose.project"].startswith("imgclf-e2e-")]
+
+
+@pytest.fixture(scope="module")
+def images(docker_engine) -> dict[str, str]:
+    """The three images, built as `make e2e` builds them (cached layers: seconds when up to date)."""
+    settings = stack.settings_from_environment()
+    quiet = lambda message: None  # noqa: E731
+    base = stack.resolve_base_image(docker_engine, settings.base_image, quiet)
+    return stack.build_images(docker_engine, REPO, ["trainer", "client", "serving"], base,
+                              settings.ca_bundle or stack.default_ca_bundle(), quiet)
+
+
+def test_images_run_as_non_root_and_the_client_carries_no_tensorflow(docker_engine, images):
+    for variable in ("TRAINER_IMAGE", "CLIENT_IMAGE", "SERVING_IMAGE"):
+        assert docker_engine.images.get(images[variable]).attrs["Config"]["User"] == "10001:10001"
+    probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('{}') is None)"
+    for image, module, present in ((images["CLIENT_IMAGE"], "tensorflow", False),
+                                   (images["CLIENT_IMAGE"], "requests", True),
+                                   (images["TRAINER_IMAGE"], "tensorflow", True)):
+        container = docker_engine.containers.run(image, entrypoint=["python3", "-c", probe.format(module)],
+                                                 detach=True)
+        try:
+            assert container.wait(timeout=60)["StatusCode"] == (0 if present else 1), (image, module)
+        finally:
+            container.remove(force=True)
+
+
+def test_stand_in_honours_the_official_entrypoint_contract(docker_engine, images, trained_model, tmp_path):
+    """MODEL_NAME and MODEL_BASE_PATH from the environment, REST on 8501, flags after the image
+    appended (here --model_name, which then wins, as with tensorflow_model_server)."""
+    import requests
+
+    from imgclf.serving.process import free_port
+
+    models = tmp_path / "models"
+    shutil.copytree(trained_model.base_path, models / trained_model.model_name)
+    rest_port = free_port()
+    container = docker_engine.containers.run(
+        images["SERVING_IMAGE"], command=["--model_name=renamed"], detach=True,
+        environment={"MODEL_NAME": trained_model.model_name, "MODEL_BASE_PATH": "/srv/models"},
+        volumes={str(models): {"bind": "/srv/models", "mode": "ro"}},
+        ports={"8501/tcp": ("127.0.0.1", rest_port)})
+    try:
+        deadline = time.monotonic() + 120
+        states = None
+        while time.monotonic() < deadline and states is None:
+            try:
+                reply = requests.get(f"http://127.0.0.1:{rest_port}/v1/models/renamed", timeout=5)
+                if reply.status_code == 200 and "AVAILABLE" in reply.text:
+                    states = reply.json()["model_version_status"]
+            except requests.ConnectionError:
+                pass
+            container.reload()
+            assert container.status == "running", container.logs().decode()[-2000:]
+            time.sleep(0.5)
+        assert states == [{"version": str(trained_model.version), "state": "AVAILABLE",
+                           "status": {"error_code": "OK", "error_message": ""}}], container.logs().decode()[-2000:]
+    finally:
+        container.remove(force=True)
+
+
+def test_traffic_report_counts_a_pass_without_summary_as_failed():
+    """A pass where the client could not even run (no summary line) must not vanish from the count."""
+    from imgclf.e2e import traffic_report
+
+    log = ("pass 1 rc=0 images 24   predicted 24   errors 0 model version 17 (from the model metadata)\n"
+           "pass 2 rc=3 \nimgclf validate: cannot reach http://serving:8501\n"
+           "pass 3 rc=1 images 24   predicted 23   errors 1 model version 17 at the start, 18 at the end\n")
+    traffic = traffic_report(log)
+    assert (traffic.passes, traffic.failed_passes, traffic.requests, traffic.failed_requests) == (3, 2, 48, 1)
+    assert traffic.versions[2].endswith("18 at the end")
