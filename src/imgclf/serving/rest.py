@@ -149,6 +149,7 @@ def metadata_json(response) -> str:
 # --- the HTTP server ---------------------------------------------------------------------------
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"          # keep-alive: clients reuse connections
+    disable_nagle_algorithm = True         # TCP_NODELAY: else each keep-alive reply stalls ~40 ms on delayed ACK
     server_version = "imgclf-model-server"
     api: RestApi                            # set on the subclass made by make_http_server
     cors = False                            # --rest_api_enable_cors_support
