@@ -92,15 +92,16 @@ def validate_invocation(argv: list[str]) -> Invocation:
 
 
 def prepare_images(service: str, settings: StackSettings, root: Path) -> dict[str, str]:
-    """Builds the service's image (cached layers make this quick) and, for the client, makes sure
-    `serving` has an image: the official one, or the stand-in where that cannot be pulled."""
+    """Builds the service's image (cached layers make this quick) and, for the client and serving,
+    makes sure `serving` has an image: the official one, or the stand-in where that cannot be pulled.
+    Returns the compose variables that name the images."""
     client = stack.connect()
     if client is None:
         raise stack.StackError("no Docker engine is reachable (RUNNER=local runs without one)")
     say = stack.say_to_stderr
     base = stack.resolve_base_image(client, settings.base_image, say)
-    services = [service]
-    if service == "client" and stack.needs_standin_serving(client, settings.serving_image, say):
+    services = [] if service == "serving" else [service]
+    if service in ("client", "serving") and stack.needs_standin_serving(client, settings.serving_image, say):
         services.append("serving")
     ca_bundle = settings.ca_bundle or stack.default_ca_bundle()
     return stack.build_images(client, root, services, base, ca_bundle, say)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import threading
 from pathlib import Path
 
 from imgclf.serving.flags import add_model_server_flags
+from imgclf.stack import engine_reachable
 from imgclf.settings import ServeSettings
 
 log = logging.getLogger("imgclf.serve")
@@ -62,7 +62,7 @@ def main(argv: list[str], command: str = "serve") -> int:
     # Compose serves its own config, so explicit model paths always mean the local server.
     explicit_model = bool(args.model_base_path or args.model_config_file)
     apply_make_defaults(args)
-    mode = args.serving or ("docker" if not explicit_model and docker_engine_reachable() else "local")
+    mode = args.serving or ("docker" if not explicit_model and engine_reachable() else "local")
     if mode == "docker":
         return run_compose_serving(args)
     return run_local(args)
@@ -123,35 +123,24 @@ def run_local(args: argparse.Namespace) -> int:
 
 
 # --- docker ------------------------------------------------------------------------------------
-def docker_engine_reachable(timeout: float = 5.0) -> bool:
-    if not shutil.which("docker"):
-        return False
-    try:
-        result = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True,
-                                timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return result.returncode == 0
-
-
-def compose_command() -> list[str]:
-    """`docker compose` (v2) when available, else `docker-compose` (v1)."""
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        return ["docker", "compose"]
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    raise SystemExit("imgclf serve: neither 'docker compose' nor 'docker-compose' is installed")
-
-
 def run_compose_serving(args: argparse.Namespace) -> int:
     """`docker compose up serving`, passing the Make variables through the environment that the
-    compose file interpolates (MODELS, MODEL_NAME, REST_PORT, GRPC_PORT)."""
+    compose file interpolates (MODELS, MODEL_NAME, REST_PORT, GRPC_PORT), with the stand-in image
+    where the official one cannot be pulled."""
+    from imgclf import runner, stack
+
     env = dict(os.environ)
     if args.models:
         env["MODELS"] = str(Path(args.models).absolute())
     env["MODEL_NAME"] = args.model_name if args.model_name != "default" else ServeSettings().model_name
     env["REST_PORT"] = str(args.rest_api_port)
     env["GRPC_PORT"] = str(args.port)
-    command = compose_command() + ["up", "serving"]
+    root = stack.repository_root()
+    try:
+        env.update(runner.prepare_images("serving", stack.settings_from_environment(), root))
+        command = [*stack.compose_command(), "-f", str(root / "docker-compose.yml"), "up", "serving"]
+    except stack.StackError as error:
+        print(f"imgclf serve: {error}", file=sys.stderr)
+        return 1
     print("imgclf serve: Docker engine reachable, running: " + " ".join(command), file=sys.stderr)
-    return subprocess.call(command, env=env)
+    return subprocess.call(command, env=env, cwd=root)
