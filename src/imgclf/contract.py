@@ -47,6 +47,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")     # matched in any letter case
 _VERSION_RE = re.compile(r"^[0-9]+$")
 STAGING_PREFIX = ".staging-"     # a model being written or waiting for the promotion gate
 RETIRED_PREFIX = ".retired-"     # a version taken out of service by rollback; nothing is deleted
+PUBLISH_LOCK_FILE = ".publish.lock"   # in the base path: two publishers never take one number
 
 
 class ContractError(ValueError):

@@ -21,7 +21,7 @@ from typing import Iterator
 from imgclf import contract
 
 # Non-numeric and without the staging/retired prefixes: TF Serving ignores it, and so does status.
-LOCK_FILE = ".publish.lock"
+LOCK_FILE = contract.PUBLISH_LOCK_FILE
 
 
 class PublishError(RuntimeError):
