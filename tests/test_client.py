@@ -218,7 +218,7 @@ def test_rest_rides_out_a_server_restart_with_retries(trained_model, held_out, t
     from imgclf.serving.process import LocalServer
 
     folder = tmp_path / "many"
-    for copy in range(8):   # enough requests that the restart falls in the middle of the run
+    for copy in range(40):   # enough requests (one per image) that the restart falls mid-run
         for path in contract.iter_image_files(held_out):
             target = folder / path.parent.name / f"{copy}-{path.name}"
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -232,6 +232,7 @@ def test_rest_rides_out_a_server_restart_with_retries(trained_model, held_out, t
     try:
         while out.getvalue().count("\n") < 10 and client.is_alive():
             threading.Event().wait(0.05)
+        first.process.kill()   # abrupt, so the run is still under way when the server is gone
         first.stop()
         lines_before_restart = out.getvalue().count("\n")
         restarted_mid_run = client.is_alive()
