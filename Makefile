@@ -33,15 +33,19 @@ TRAIN_FLAGS = $(call flag,DATA,--data) $(call flag,MODULE,--module) \
   $(call flag,IMAGE_SIZE,--image-size) $(call flag,FINE_TUNE,--fine-tune) \
   $(call flag,AUGMENT,--augment) $(call flag,VALIDATION_PERCENT,--validation-percent) \
   $(call flag,TEST_PERCENT,--test-percent) $(call flag,SEED,--seed) \
-  $(call flag,GRAYSCALE,--grayscale) $(call flag,CACHE_DIR,--cache-dir) \
+  $(call flag,GRAYSCALE,--grayscale) $(call flag,QUADRANTS,--quadrants) $(call flag,CACHE_DIR,--cache-dir) \
+  $(call flag,DROPOUT,--dropout) $(call flag,LABEL_SMOOTHING,--label-smoothing) $(call flag,PATIENCE,--patience) \
+  $(call flag,MIN_DELTA,--min-delta) \
+  $(call flag,FINE_TUNE_EPOCHS,--fine-tune-epochs) $(call flag,FINE_TUNE_LEARNING_RATE,--fine-tune-learning-rate) \
   $(call flag,VALIDATE,--validate) $(call flag,TOLERANCE,--tolerance) $(call switch,FORCE,--force)
 
 train: $(STAMP)
 	@test -n "$(DATA)" || { echo "usage: make train DATA=dir  (one sub-folder of images per class)"; exit 2; }
-	$(IMGCLF) train $(TRAIN_FLAGS)
+	$(IMGCLF) run $(call flag,RUNNER,--runner) train $(TRAIN_FLAGS)
 
 SERVE_FLAGS = $(call flag,MODELS,--models) $(call flag,MODEL_NAME,--model_name) \
-  $(call flag,REST_PORT,--rest_api_port) $(call flag,GRPC_PORT,--port) $(call flag,HOST,--host)
+  $(call flag,REST_PORT,--rest_api_port) $(call flag,GRPC_PORT,--port) $(call flag,HOST,--host) \
+  $(call flag,SERVING,--serving) $(call flag,MODELS_CONFIG,--models_config)
 
 serve: $(STAMP)
 	$(IMGCLF) serve $(SERVE_FLAGS)
@@ -50,36 +54,44 @@ VALIDATE_FLAGS = $(call flag,SERVER,--server) $(call flag,GRPC_SERVER,--grpc-ser
   $(call flag,PROTOCOL,--protocol) $(call flag,MODEL_NAME,--model-name) \
   $(call flag,VERSION,--version) $(call flag,LABEL,--label) $(call flag,BATCH,--batch) \
   $(call flag,CONCURRENCY,--concurrency) $(call flag,OUTPUT,--output) \
-  $(call flag,MIN_ACCURACY,--min-accuracy) $(call flag,WAIT,--wait) $(call switch,ALL,--all)
+  $(call flag,MIN_ACCURACY,--min-accuracy) $(call flag,WAIT,--wait) $(call switch,ALL,--all) \
+  $(call flag,TIMEOUT,--timeout) $(call flag,RETRIES,--retries) $(call switch,PROGRESS,--progress)
 
 validate: $(STAMP)
 	@test -n "$(DIR)" || { echo "usage: make validate DIR=dir"; exit 2; }
-	$(IMGCLF) validate $(DIR) $(VALIDATE_FLAGS)
+	$(IMGCLF) run $(call flag,RUNNER,--runner) validate $(DIR) $(VALIDATE_FLAGS)
 
 demo: $(STAMP)
-	$(IMGCLF) demo
+	$(IMGCLF) demo $(call flag,DEMO_DIR,--workdir) $(call flag,PROTOCOL,--protocol)
 
 ROLLOUT_FLAGS = $(call flag,MODELS,--models) $(call flag,MODEL_NAME,--model-name)
+
+CONFIG_FLAGS = $(call flag,MODELS_CONFIG,--models-config) $(call flag,SERVING_MODELS,--serving-models)
 
 publish: $(STAMP)
 	$(IMGCLF) publish $(ROLLOUT_FLAGS) $(call flag,STAGED,--staged) $(call flag,VALIDATE,--validate) \
 	  $(call flag,TOLERANCE,--tolerance) $(call switch,FORCE,--force)
 rollback: $(STAMP)
-	$(IMGCLF) rollback $(ROLLOUT_FLAGS)
+	$(IMGCLF) rollback $(ROLLOUT_FLAGS) $(call flag,MODELS_CONFIG,--models-config) $(call switch,FORCE,--force)
 pin: $(STAMP)
 	@test -n "$(VERSION)" || { echo "usage: make pin VERSION=v [CANARY=v]"; exit 2; }
-	$(IMGCLF) pin $(ROLLOUT_FLAGS) --version $(VERSION) $(call flag,CANARY,--canary)
+	$(IMGCLF) pin $(ROLLOUT_FLAGS) $(CONFIG_FLAGS) --version $(VERSION) $(call flag,CANARY,--canary) \
+	  $(call flag,SERVER,--server) $(call flag,WAIT,--wait)
 unpin: $(STAMP)
-	$(IMGCLF) unpin $(ROLLOUT_FLAGS)
+	$(IMGCLF) unpin $(ROLLOUT_FLAGS) $(CONFIG_FLAGS)
 status: $(STAMP)
-	$(IMGCLF) status $(ROLLOUT_FLAGS) $(call flag,SERVER,--server)
+	$(IMGCLF) status $(ROLLOUT_FLAGS) $(call flag,SERVER,--server) $(call flag,MODELS_CONFIG,--models-config) \
+	  $(call flag,DOCKER_SERVICE,--docker-service)
 
 drill: $(STAMP)
-	$(IMGCLF) drill
+	$(IMGCLF) drill $(call flag,CLIENTS,--clients) $(call flag,PUBLISHES,--publishes) \
+	  $(call flag,ROLLBACKS,--rollbacks) $(call flag,STEADY_SECONDS,--steady-seconds) \
+	  $(call flag,WORKDIR,--workdir) $(call flag,MODEL,--model) $(call flag,OUTPUT,--output)
 bench: $(STAMP)
-	$(IMGCLF) bench $(call switch,QUICK,--quick)
+	$(IMGCLF) bench $(call switch,QUICK,--quick) $(call flag,MODULE,--module) $(call flag,DATA,--data) \
+	  $(call flag,EPOCHS,--epochs) $(call flag,BENCH_DIR,--output-dir)
 e2e: $(STAMP)
-	$(IMGCLF) e2e
+	$(IMGCLF) e2e $(call switch,KEEP,--keep)
 
 clean:
 	rm -rf build demo-output bench-output .pytest_cache

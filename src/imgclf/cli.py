@@ -19,6 +19,7 @@ COMMANDS = {
     "drill": ("imgclf.rollout.drill", "publish and roll back under load; count failures"),
     "bench": ("imgclf.bench", "measure bytes, throughput, training speed-up, rollout, memory"),
     "e2e": ("imgclf.e2e", "the Docker Compose stack end to end on a Docker engine"),
+    "run": ("imgclf.runner", "train or validate through Docker Compose, or locally (RUNNER)"),
 }
 
 

@@ -25,24 +25,30 @@ class TrainSettings:
     module: str = DEFAULT_HUB_MODULE     # MODULE: TF Hub handle/URL, local module path, or "scratch"
     model_name: str = contract.DEFAULT_MODEL_NAME   # MODEL_NAME
     models: str = "./models"             # MODELS: base folder holding <model_name>/<version>/
-    epochs: int = 20                     # EPOCHS: upper bound; early stopping usually ends sooner
+    epochs: int = 100                    # EPOCHS: upper bound; early stopping usually ends near 20
     batch_size: int = 32                 # BATCH_SIZE
-    learning_rate: float = 0.005         # LEARNING_RATE: for the head (Adam)
+    learning_rate: float = 0.003         # LEARNING_RATE: for the head (Adam)
     image_size: int = 0                  # IMAGE_SIZE: 0 = the module's own size (224 for scratch)
     fine_tune: bool = False              # FINE_TUNE: also train the backbone, at fine_tune_learning_rate
     fine_tune_learning_rate: float = 1e-5   # FINE_TUNE_LEARNING_RATE
+    fine_tune_epochs: int = 5            # FINE_TUNE_EPOCHS: upper bound, after the head is trained
     augment: bool = False                # AUGMENT: random crops/flips/contrast (bypasses the cache)
     validation_percent: int = 15         # VALIDATION_PERCENT: by hash of the file name
     test_percent: int = 15               # TEST_PERCENT: by hash of the file name
     seed: int = 42                       # SEED: shuffling and initialisation
-    dropout: float = 0.2                 # DROPOUT: before the softmax head
+    dropout: float = 0.5                 # DROPOUT: before the softmax head
     label_smoothing: float = 0.1         # LABEL_SMOOTHING
-    patience: int = 3                    # PATIENCE: epochs without a better validation loss
+    patience: int = 15                   # PATIENCE: epochs without a better validation loss
+    min_delta: float = 0.005             # MIN_DELTA: a smaller fall of the loss is not "better"
     grayscale: bool = True               # GRAYSCALE: drop colour in preprocessing (a shortcut cue)
+    quadrants: bool = True               # QUADRANTS: add features of each image quarter at 2x (5 passes)
     cache_dir: str = ""                  # CACHE_DIR: feature cache; "" = <models>/.cache/features
     warmup_records: int = 8              # WARMUP_RECORDS: real images replayed by the server on load
     log_dir: str = ""                    # LOG_DIR: TensorBoard logs; "" = <models>/.logs/<model_name>
     progress: bool = True                # PROGRESS: progress bar per epoch
+    validate: str = ""                   # VALIDATE: extra held-out folder for the promotion gate
+    tolerance: float | None = None       # TOLERANCE: for the gate; None = RolloutSettings.tolerance
+    force: bool = False                  # FORCE: publish even when the gate refuses
 
 
 def to_dict(settings) -> dict:
@@ -67,6 +73,12 @@ class ServeSettings:
     model_config_file_poll_wait_seconds: float = 0.0  # as tensorflow_model_server (0 = read once)
     rest_api_timeout_in_ms: int = 30000      # as tensorflow_model_server
     serving: str = ""                        # SERVING: "local", "docker" or "" (docker if reachable)
+    # Used by `make serve` (no --model_base_path / --model_config_file given), as compose does:
+    # models.config when it lists MODEL_NAME (pins from `make pin`), re-read every 5 s, and
+    # monitoring.config; paths under /models in them map onto MODELS.
+    models_config: str = "serving/models.config"        # MODELS_CONFIG
+    models_config_poll_seconds: float = 5.0
+    monitoring_config: str = "serving/monitoring.config"
 
 
 @dataclass
@@ -92,6 +104,17 @@ class ValidateSettings:
 
 
 @dataclass
+class DemoSettings:
+    """`make demo` / `imgclf demo`: sample pages -> train (scratch) -> local server -> validate."""
+
+    workdir: str = "./demo-output"           # DEMO_DIR: pages, models and results go here
+    per_class: int = 60                      # DEMO_PER_CLASS: training pages per class
+    held_out_per_class: int = 20             # DEMO_HELD_OUT: pages per class the model never sees
+    image_size: int = 0                      # IMAGE_SIZE: 0 = the scratch backbone's own size
+    protocol: str = "rest"                   # PROTOCOL: how the validation talks to the server
+
+
+@dataclass
 class RolloutSettings:
     """`make publish|rollback|pin|unpin|status`."""
 
@@ -101,3 +124,62 @@ class RolloutSettings:
     force: bool = False                      # FORCE: publish even when the gate refuses
     validate: str = ""                       # VALIDATE: extra held-out folder for the gate
     models_config: str = "serving/models.config"   # written by pin/unpin, polled by both servers
+    serving_models: str = "/models"          # SERVING_MODELS: MODELS as the server sees it, written
+                                             #   into models.config: the official image's /models,
+                                             #   which the local server maps onto its MODELS
+    staged: str = ""                         # STAGED: folder to publish ("" = the only staged one)
+    server: str = "http://localhost:8501"    # SERVER: REST endpoint asked by status and pin
+    canary: int | None = None                # CANARY: pin also serves this version, labelled canary
+    wait: float = 60.0                       # WAIT: seconds pin waits for versions/labels to be served
+    docker_service: str = "serving"          # DOCKER_SERVICE: compose service whose health status shows
+
+
+@dataclass
+class DrillSettings:
+    """`make drill` / `imgclf drill`: publish and roll back under continuous traffic."""
+
+    clients: int = 2                         # CLIENTS: threads sending predict requests non-stop
+    publishes: int = 5                       # PUBLISHES: new versions published during the drill
+    rollbacks: int = 2                       # ROLLBACKS: then this many taken back
+    steady_seconds: float = 3.0              # STEADY_SECONDS: traffic without changes, before/after
+    poll_seconds: float = 0.2                # the drill server's --file_system_poll_wait_seconds
+    switch_timeout: float = 60.0             # seconds a change may take to reach the answers
+    workdir: str = ""                        # WORKDIR: where its models go ("" = a temporary folder)
+    model: str = ""                          # MODEL: a version folder each drill version carries and
+                                             #   runs, so swaps cost what it costs ("" = tiny models)
+    output: str = ""                         # OUTPUT: also write the figures as JSON here
+
+
+@dataclass
+class StackSettings:
+    """`make e2e` / `imgclf e2e` and the Docker runner of `make train|validate`."""
+
+    runner: str = ""                         # RUNNER: docker | local | "" = docker when an engine answers
+    base_image: str = ""                     # BASE_IMAGE: "" = python:3.11-slim-bookworm, or one made
+                                             #   with debootstrap where no registry is reachable
+    serving_image: str = ""                  # SERVING_IMAGE: "" = tensorflow/serving:2.20.0, or the
+                                             #   stand-in built from serving/ where it cannot be pulled
+    ca_bundle: str = ""                      # CA_BUNDLE: CA file pip needs in the build stages
+                                             #   ("" = $PIP_CERT, else the cert pip is configured with)
+    per_class: int = 24                      # PER_CLASS: generated sample images per class (e2e)
+    epochs: int = 2                          # EPOCHS: per training in the e2e
+    image_size: int = 96                     # IMAGE_SIZE: the e2e trains the scratch backbone small
+    timeout: float = 300.0                   # TIMEOUT: seconds any one wait of the e2e may take
+    keep: bool = False                       # KEEP: leave the e2e's work folder (data, models, logs)
+
+
+@dataclass
+class BenchSettings:
+    """`make bench` / `imgclf bench`: the product's figures, as ratios measured side by side."""
+
+    output_dir: str = "bench-output"         # BENCH_DIR: bench.json and bench.png go here
+    quick: bool = False                      # QUICK: tiny pages, a tiny model, one setting each (CI)
+    module: str = ""                         # MODULE: a local feature-vector module ("" = scratch,
+                                             #   frozen: the cache comparison needs a fixed backbone)
+    data: str = ""                           # DATA: class folders, or a folder holding train/ and
+                                             #   validation/ ("" = generated sample pages)
+    epochs: int = 10                         # EPOCHS: of each of the two training runs compared
+    serving_images: int = 150                # SERVING_IMAGES: images per throughput measurement
+                                             #   (the validation pages, cycled)
+    memory_files: str = "200,20000"          # MEMORY_FILES: the file counts the client validates
+    publishes: int = 3                       # PUBLISHES: versions the rollout drill publishes

@@ -1,0 +1,118 @@
+"""Training data: class folders, stable splits by file-name hash, and unusable files skipped.
+
+Classes are the sub-folders of the data folder (their sorted names are the label order). A file's
+split depends only on a hash of its name, so adding images never moves old ones between train,
+validation and test. Files that cannot be decoded are skipped with one warning each and counted;
+a class left without training images is an error before any training starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from imgclf import contract
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+_BUCKETS = 10_000   # split by hundredths of a percent
+
+
+class DataError(ValueError):
+    """Data that cannot be trained on; the message names the folder or class."""
+
+
+@dataclass(frozen=True)
+class Example:
+    path: Path
+    label_index: int
+    split: str
+    digest: str = ""     # sha256 of the file's bytes, once read
+
+
+@dataclass
+class Dataset:
+    labels: list[str]
+    examples: list[Example]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)   # (file, why)
+
+    def split(self, name: str) -> list[Example]:
+        return [e for e in self.examples if e.split == name]
+
+    def counts(self) -> dict:
+        """Images per split and class, and the files skipped: for the report and metadata."""
+        per_split = {
+            name: {self.labels[i]: n for i, n in sorted(Counter(e.label_index for e in self.split(name)).items())}
+            for name in SPLITS
+        }
+        return {"per_split": per_split, "skipped": len(self.skipped),
+                "skipped_files": [{"file": str(p), "reason": why} for p, why in self.skipped]}
+
+
+def split_of(file_name: str, validation_percent: float, test_percent: float) -> str:
+    """The split a file belongs to, from a hash of its name alone (stable as the data grows)."""
+    if validation_percent < 0 or test_percent < 0 or validation_percent + test_percent >= 100:
+        raise DataError(f"validation_percent={validation_percent} and test_percent={test_percent}: "
+                        "each must be >= 0 and together below 100")
+    bucket = int(hashlib.sha1(file_name.encode("utf-8")).hexdigest(), 16) % _BUCKETS
+    percent = bucket * 100 / _BUCKETS
+    if percent < validation_percent:
+        return "validation"
+    if percent < validation_percent + test_percent:
+        return "test"
+    return "train"
+
+
+def find_class_folders(data_dir: str | Path) -> dict[str, list[Path]]:
+    """{class name: its image files}, for every sub-folder of data_dir (hidden ones aside)."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder (expected one sub-folder of images per class)")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return {folder.name: list(contract.iter_image_files(folder)) for folder in folders}
+
+
+def discover(data_dir: str | Path, validation_percent: float, test_percent: float,
+             probe: Callable[[Path], tuple[str, str | None]]) -> Dataset:
+    """Every usable image under data_dir with its label, split and content digest.
+
+    probe(path) returns (sha256 of the bytes, None) for a usable file, else (digest, the reason to
+    skip it); the reason is logged as one warning and kept in Dataset.skipped.
+    """
+    files = find_class_folders(data_dir)
+    with_files = {name: paths for name, paths in files.items() if paths}
+    if len(with_files) < 2:
+        raise DataError(
+            f"{data_dir}: found {len(with_files)} class folder(s) with images "
+            f"({', '.join(sorted(with_files)) or 'none'}); need two or more sub-folders of "
+            f"{'/'.join(contract.IMAGE_EXTENSIONS)} files, one per class")
+    labels = contract.label_order(files)
+    dataset = Dataset(labels=labels, examples=[])
+    for label_index, label in enumerate(labels):
+        for path in files[label]:
+            digest, reason = probe(path)
+            if reason:
+                log.warning("skipping %s: %s", path, reason)
+                dataset.skipped.append((path, reason))
+                continue
+            split = split_of(path.name, validation_percent, test_percent)
+            dataset.examples.append(Example(path, label_index, split, digest))
+    check_trainable(dataset, data_dir)
+    return dataset
+
+
+def check_trainable(dataset: Dataset, data_dir: str | Path) -> None:
+    train_counts = Counter(e.label_index for e in dataset.split("train"))
+    any_counts = Counter(e.label_index for e in dataset.examples)
+    for index, label in enumerate(dataset.labels):
+        if not any_counts[index]:
+            raise DataError(f"{Path(data_dir) / label}: no usable images in class {label!r}")
+        if not train_counts[index]:
+            raise DataError(f"{Path(data_dir) / label}: class {label!r} has no images in the train "
+                            f"split ({any_counts[index]} usable in all); add images or lower "
+                            "validation/test percentages")

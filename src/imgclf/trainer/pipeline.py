@@ -1,0 +1,240 @@
+"""One training run, start to finish: data -> features -> head (-> fine-tuning) -> report ->
+export into a staging folder -> publish (through the promotion gate when it is there)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from imgclf import contract, images, settings as settings_module
+from imgclf.rollout import publish as publishing
+from imgclf.settings import TrainSettings
+from imgclf.trainer import export, model, report
+from imgclf.trainer.backbone import Backbone, load_backbone
+from imgclf.trainer.data import SPLITS, Dataset, Example, discover
+from imgclf.trainer.features import FeatureCache, FileProbe, compute_features
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    version: int
+    version_dir: Path
+    base_path: Path
+    labels: list[str]
+    report: dict
+    metadata: dict
+
+
+@dataclass
+class Trained:
+    """What training produced: the layers to export and a way to score any examples."""
+
+    backbone: Backbone
+    head: keras.Model
+    phases: dict            # phase -> {"epoch_seconds": [...], "best_epoch": n}
+    features_seconds: float | None
+    scores_of: callable     # list[Example] -> probabilities [N, K]
+
+
+def train(settings: TrainSettings) -> TrainResult:
+    started = time.perf_counter()
+    keras.utils.set_random_seed(settings.seed)
+    backbone = load_backbone(settings.module, settings.image_size, trainable=settings.fine_tune,
+                             quadrants=settings.quadrants)
+    options = images.Preprocessing(backbone.image_size, settings.grayscale)
+    cache = None if backbone.is_scratch else FeatureCache(feature_cache_dir(settings), backbone, options)
+    dataset = discover(settings.data, settings.validation_percent, settings.test_percent,
+                       FileProbe(options, cache))
+    log_dir = run_log_dir(settings)
+    trained = fit_classifier(dataset, backbone, options, cache, settings, log_dir)
+    run_report = build_report(dataset, trained)
+    print(report.format_report(run_report), flush=True)
+
+    base_path = contract.model_base_path(settings.models, settings.model_name)
+    metadata = training_metadata(settings, backbone, options, dataset, trained, run_report,
+                                 seconds=time.perf_counter() - started)
+    print(timing_summary(metadata["timing"], len(dataset.examples)), flush=True)
+    staged = publishing.stage_dir(base_path)
+    try:
+        write_version(staged, trained, options, dataset, run_report, metadata, settings)
+    except BaseException:
+        # Nothing half-written stays behind; the folder was never visible to a server anyway.
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    # A complete model that the gate refuses stays staged, for `make publish FORCE=1` to overrule.
+    version = publish_staged(staged, base_path, dataset, settings)
+    version_dir = contract.version_path(base_path, version)
+    return TrainResult(version, version_dir, base_path, dataset.labels, run_report, metadata)
+
+
+def feature_cache_dir(settings: TrainSettings) -> Path:
+    return Path(settings.cache_dir) if settings.cache_dir else Path(settings.models) / ".cache" / "features"
+
+
+def run_log_dir(settings: TrainSettings) -> str:
+    root = Path(settings.log_dir) if settings.log_dir else Path(settings.models) / ".logs" / settings.model_name
+    return str(root / time.strftime("%Y%m%d-%H%M%S"))
+
+
+def fit_classifier(dataset: Dataset, backbone: Backbone, options: images.Preprocessing,
+                   cache: FeatureCache | None, settings: TrainSettings, log_dir: str) -> Trained:
+    """Trains the head on cached features when the backbone is frozen and images are not
+    augmented; otherwise end to end on images. Fine-tuning then unfreezes the backbone."""
+    k = len(dataset.labels)
+    head = model.build_head(backbone.feature_dim, k, settings.dropout, settings.seed)
+    full = model.build_full_model(backbone, head)
+    train, validation = dataset.split("train"), dataset.split("validation")
+    phases, features, features_seconds = {}, {}, None
+    on_features = cache is not None and not settings.augment
+
+    def run_phase(phase: str, network: keras.Model, batches, learning_rate: float, epochs: int) -> None:
+        model.compile_for_training(network, learning_rate, settings.label_smoothing)
+        result = model.fit(
+            network, batches(train, shuffle=True), batches(validation) if validation else None,
+            steps=model.steps_per_epoch(len(train), settings.batch_size), epochs=epochs,
+            patience=settings.patience, min_delta=settings.min_delta, log_dir=log_dir, phase=phase,
+            progress=settings.progress)
+        phases[phase] = {"epoch_seconds": rounded(result.epoch_seconds), "best_epoch": result.best_epoch}
+
+    def on_images(examples, shuffle=False):
+        return image_batches(examples, k, options, settings, shuffle=shuffle, augment=shuffle and settings.augment)
+
+    def on_cached(examples, shuffle=False):
+        return feature_batches(examples, features, k, settings, shuffle=shuffle)
+
+    if on_features:
+        begun = time.perf_counter()
+        vectors = compute_features(dataset.examples, backbone, options, cache, settings.batch_size,
+                                   settings.progress)
+        features_seconds = time.perf_counter() - begun
+        features = dict(zip((e.digest for e in dataset.examples), vectors))
+        run_phase("head", head, on_cached, settings.learning_rate, settings.epochs)
+    else:
+        run_phase("end-to-end" if backbone.is_scratch else "head-on-images", full, on_images,
+                  settings.learning_rate, settings.epochs)
+    if settings.fine_tune and not backbone.is_scratch:
+        run_phase("fine-tune", full, on_images, settings.fine_tune_learning_rate, settings.fine_tune_epochs)
+        on_features = False
+
+    def scores_of(examples: list[Example]) -> np.ndarray:
+        if not examples:
+            return np.zeros([0, k], np.float32)
+        if on_features:
+            return head.predict(on_cached(examples), verbose=0)
+        return full.predict(on_images(examples), verbose=0)
+
+    return Trained(backbone, head, phases, features_seconds, scores_of)
+
+
+def feature_batches(examples: list[Example], features: dict, k: int, settings: TrainSettings,
+                    shuffle: bool = False) -> tf.data.Dataset:
+    stacked = np.stack([features[e.digest] for e in examples])
+    targets = model.one_hot([e.label_index for e in examples], k)
+    return model.feature_batches(stacked, targets, settings.batch_size,
+                                 shuffle_seed=settings.seed if shuffle else None)
+
+
+def image_batches(examples: list[Example], k: int, options: images.Preprocessing,
+                  settings: TrainSettings, shuffle: bool = False, augment: bool = False) -> tf.data.Dataset:
+    targets = model.one_hot([e.label_index for e in examples], k)
+    return model.image_batches([str(e.path) for e in examples], targets, options, settings.batch_size,
+                               shuffle_seed=settings.seed if shuffle else None, augment=augment)
+
+
+def build_report(dataset: Dataset, trained: Trained) -> dict:
+    splits, wrong = {}, []
+    for name in SPLITS:
+        examples = dataset.split(name)
+        scores = trained.scores_of(examples)
+        truth = [e.label_index for e in examples]
+        splits[name] = report.split_metrics(scores, truth, dataset.labels)
+        if name == "test":
+            wrong = report.misclassified([e.path for e in examples], scores, truth, dataset.labels)
+    counts = dataset.counts()
+    return {"labels": dataset.labels, "splits": splits, "misclassified_test": wrong,
+            "skipped": counts["skipped"], "skipped_files": counts["skipped_files"]}
+
+
+def training_metadata(settings: TrainSettings, backbone: Backbone, options: images.Preprocessing,
+                      dataset: Dataset, trained: Trained, run_report: dict, seconds: float) -> dict:
+    return {
+        "module": settings.module,
+        "module_fingerprint": backbone.fingerprint,
+        "preprocessing": options.as_dict(),
+        "labels": dataset.labels,
+        "settings": settings_module.to_dict(settings),
+        "counts": dataset.counts(),
+        "accuracy": {name: m["accuracy"] for name, m in run_report["splits"].items()},
+        "timing": {"features_seconds": rounded_one(trained.features_seconds),
+                   "phases": trained.phases, "total_seconds": round(seconds, 2)},
+        "tensorflow_version": tf.__version__,
+        "python_version": sys.version.split()[0],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def write_version(staged: Path, trained: Trained, options: images.Preprocessing, dataset: Dataset,
+                  run_report: dict, metadata: dict, settings: TrainSettings) -> None:
+    export.export_saved_model(staged, trained.backbone.layer, trained.head, options, dataset.labels)
+    warmup = warmup_files(dataset, settings.warmup_records)
+    metadata["warmup_records"] = export.write_warmup_requests(staged, warmup, settings.model_name)
+    export.write_extra_json(staged, contract.METADATA_FILE, metadata)
+    export.write_extra_json(staged, contract.REPORT_FILE, run_report)
+    confusion = run_report["splits"]["test"]["confusion"]
+    report.save_confusion_png(confusion, dataset.labels,
+                              staged / contract.ASSETS_EXTRA_DIR / contract.CONFUSION_MATRIX_PNG)
+
+
+def warmup_files(dataset: Dataset, count: int) -> list[Path]:
+    """Real training images, taking the classes in turn, so warmup exercises what traffic sends."""
+    by_class = [[e.path for e in dataset.split("train") if e.label_index == i] for i in range(len(dataset.labels))]
+    chosen = []
+    for round_ in range(max(map(len, by_class))):
+        for files in by_class:
+            if round_ < len(files) and len(chosen) < count:
+                chosen.append(files[round_])
+    return chosen
+
+
+def publish_staged(staged: Path, base_path: Path, dataset: Dataset, settings: TrainSettings) -> int:
+    """Through the promotion gate when the rollout package has one, else a plain publish."""
+    promote = getattr(publishing, "promote", None)
+    if promote is None:
+        return publishing.publish(staged, base_path)
+    held_out = dataset.split("test") or dataset.split("validation")
+    tolerance = settings.tolerance if settings.tolerance is not None else settings_module.RolloutSettings().tolerance
+    return promote(staged, base_path, examples=[(e.path, dataset.labels[e.label_index]) for e in held_out],
+                   tolerance=tolerance, force=settings.force, validate_dir=settings.validate or None)
+
+
+def timing_summary(timing: dict, images_count: int) -> str:
+    """One line on where the time went: the epoch-time ratio the feature cache buys."""
+    parts = []
+    if timing["features_seconds"] is not None:
+        parts.append(f"features of {images_count} images {timing['features_seconds']:.1f} s")
+    for phase, figures in timing["phases"].items():
+        seconds = figures["epoch_seconds"]
+        text = f"{phase}: {len(seconds)} epochs, first {seconds[0]:.2f} s"
+        if len(seconds) > 1:
+            later = sum(seconds[1:]) / (len(seconds) - 1)
+            text += f", later {later:.3f} s each, best epoch {figures['best_epoch']}"
+        parts.append(text)
+    return "timing: " + "; ".join(parts)
+
+
+def rounded(values) -> list[float]:
+    return [round(v, 3) for v in values]
+
+
+def rounded_one(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

@@ -1,0 +1,178 @@
+"""Training runs end to end: on a tiny TF-Hub-style module built here (feature cache, fine-tuning),
+through the CLI, and safely when it fails or is killed."""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from imgclf import contract, images
+from imgclf.settings import TrainSettings
+from imgclf.trainer import cli
+from imgclf.trainer.backbone import ModuleError, load_backbone
+from imgclf.trainer.features import FeatureCache, image_dataset
+from imgclf.trainer.pipeline import train
+
+TINY_SIZE = 32
+
+
+def tiny_module_object():
+    """A reusable TF-Hub-style feature-vector module (the attributes hub.KerasLayer looks for):
+    [N, 32, 32, 3] in [0, 1] -> [N, 24] features."""
+    module = tf.train.Checkpoint()
+    module.kernel = tf.Variable(tf.random.stateless_normal([5, 5, 3, 24], seed=[1, 2], stddev=0.3))
+    module.bias = tf.Variable(tf.zeros([24]))
+    module.variables = [module.kernel, module.bias]
+    module.trainable_variables = [module.kernel, module.bias]
+    module.regularization_losses = []
+
+    @tf.function(input_signature=[tf.TensorSpec([None, TINY_SIZE, TINY_SIZE, 3], tf.float32)])
+    def features(pictures):
+        maps = tf.nn.relu(tf.nn.conv2d(pictures - 0.5, module.kernel, 2, "SAME") + module.bias)
+        return tf.reduce_mean(maps, axis=[1, 2])
+
+    module.__call__ = features
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_module(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tiny-module")
+    tf.saved_model.save(tiny_module_object(), str(path))
+    return path
+
+
+def settings_for(data, models, module, **overrides) -> TrainSettings:
+    values = dict(data=str(data), module=str(module), models=str(models), epochs=40, patience=8,
+                  learning_rate=0.02, progress=False, cache_dir=str(Path(models) / "cache"),
+                  log_dir=str(Path(models) / "logs"), warmup_records=2)
+    values.update(overrides)
+    return TrainSettings(**values)
+
+
+def test_module_size_is_read_from_the_module_and_enforced(tiny_module):
+    backbone = load_backbone(str(tiny_module))
+    assert (backbone.image_size, backbone.feature_dim) == (TINY_SIZE, 24)
+    assert not backbone.is_scratch
+    with pytest.raises(ModuleError, match="takes 32x32"):
+        load_backbone(str(tiny_module), image_size=64)
+
+
+def test_unreachable_hub_handle_names_the_local_way_out():
+    with pytest.raises(ModuleError, match=r"MODULE=/path/to/module.*MODULE=scratch"):
+        load_backbone("https://127.0.0.1:9/no/such/module/1")
+    with pytest.raises(ModuleError, match="no such folder"):
+        load_backbone("not/a/folder/or/handle")
+
+
+def test_trains_on_a_hub_module_with_a_feature_cache(sample_dataset, tmp_path, tiny_module):
+    settings = settings_for(sample_dataset, tmp_path, tiny_module)
+    first = train(settings)
+    assert first.report["splits"]["test"]["accuracy"] >= 0.9
+    assert first.metadata["timing"]["features_seconds"] is not None
+    backbone = load_backbone(str(tiny_module), quadrants=True)
+    assert backbone.feature_dim == 5 * 24
+    cache = FeatureCache(settings.cache_dir, backbone, images.Preprocessing(TINY_SIZE, True))
+    cached = sorted(cache.folder.glob("*.npy"))
+    assert len(cached) == 80
+    stamps = {p: p.stat().st_mtime_ns for p in cached}
+
+    second = train(settings)   # same images, module and preprocessing: nothing is recomputed
+    assert {p: p.stat().st_mtime_ns for p in cache.folder.glob("*.npy")} == stamps
+    assert second.version > first.version
+    assert contract.list_versions(first.base_path) == [first.version, second.version]
+
+    # Other preprocessing options are another cache entry, never a stale hit.
+    colour = FeatureCache(settings.cache_dir, backbone, images.Preprocessing(TINY_SIZE, False))
+    whole_only = FeatureCache(settings.cache_dir, load_backbone(str(tiny_module)), images.Preprocessing(TINY_SIZE, True))
+    assert len({cache.folder, colour.folder, whole_only.folder}) == 3
+
+
+def test_exported_preprocessing_equals_training_preprocessing(trained_model):
+    loaded = tf.saved_model.load(str(trained_model.version_dir))
+    metadata = json.loads((trained_model.version_dir / contract.ASSETS_EXTRA_DIR / contract.METADATA_FILE).read_text())
+    options = images.Preprocessing(**metadata["preprocessing"])
+    files = [next((trained_model.data_dir / label).glob("*.png")) for label in trained_model.labels]
+    files += [next((trained_model.data_dir / label).glob("*.jpg")) for label in trained_model.labels]
+    from_training = np.stack(list(image_dataset(files, options).as_numpy_iterator()))
+    from_export = loaded.preprocess(tf.constant([f.read_bytes() for f in files])).numpy()
+    np.testing.assert_array_equal(from_export, from_training)
+
+
+def test_fine_tuning_and_augmentation_train_the_backbone(sample_dataset, tmp_path, tiny_module):
+    result = train(settings_for(sample_dataset, tmp_path, tiny_module, fine_tune=True, augment=True,
+                                epochs=20, fine_tune_epochs=2, fine_tune_learning_rate=1e-3))
+    assert set(result.metadata["timing"]["phases"]) == {"head-on-images", "fine-tune"}
+    original = tf.saved_model.load(str(tiny_module)).kernel.numpy()
+    checkpoint = tf.train.load_checkpoint(str(result.version_dir / "variables" / "variables"))
+    kernels = [checkpoint.get_tensor(name) for name, shape in tf.train.list_variables(
+        str(result.version_dir / "variables" / "variables")) if shape == list(original.shape)]
+    assert kernels and not np.allclose(kernels[0], original)
+    assert result.report["splits"]["test"]["accuracy"] >= 0.8
+
+
+def test_cli_prints_report_and_the_version_path_last(sample_dataset, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(sample_dataset, data)
+    (data / "other" / "broken.jpg").write_bytes(b"\xff\xd8\xff truncated")
+    models = tmp_path / "models"
+    code = cli.main(["--data", str(data), "--module", "scratch", "--models", str(models),
+                     "--image-size", "24", "--epochs", "3", "--progress", "0", "--grayscale", "0",
+                     "--cache-dir", str(tmp_path / "cache"), "--log-dir", str(tmp_path / "logs")])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0
+    version_dir = Path(out[-1])
+    assert version_dir.parent == models / contract.DEFAULT_MODEL_NAME
+    assert contract.list_versions(version_dir.parent) == [int(version_dir.name)]
+    assert any(line.startswith("test: accuracy") for line in out)
+    assert "skipped 1 unusable file(s) (see warnings above)" in out
+    report = json.loads((version_dir / contract.ASSETS_EXTRA_DIR / contract.REPORT_FILE).read_text())
+    assert report["skipped_files"][0]["file"] == str(data / "other" / "broken.jpg")
+    metadata = json.loads((version_dir / contract.ASSETS_EXTRA_DIR / contract.METADATA_FILE).read_text())
+    assert metadata["preprocessing"] == {"image_size": 24, "grayscale": False}
+    assert any((tmp_path / "logs").rglob("events.out.tfevents.*"))
+
+
+def test_cli_bad_data_is_a_clear_error_and_publishes_nothing(tmp_path, capsys):
+    (tmp_path / "data" / "one").mkdir(parents=True)
+    code = cli.main(["--data", str(tmp_path / "data"), "--module", "scratch", "--models", str(tmp_path / "m")])
+    assert code == 1
+    assert "need two or more sub-folders" in capsys.readouterr().err
+    assert not (tmp_path / "m" / contract.DEFAULT_MODEL_NAME).exists()
+
+
+def test_a_failed_export_leaves_nothing_behind(sample_dataset, tmp_path):
+    # A warmup count of the wrong type makes the run fail after the SavedModel is written.
+    settings = settings_for(sample_dataset, tmp_path, "scratch", image_size=16, epochs=1)
+    settings.warmup_records = "many"
+    with pytest.raises(TypeError):
+        train(settings)
+    base = contract.model_base_path(tmp_path)
+    assert contract.list_versions(base) == [] and contract.list_staged(base) == []
+
+
+def test_an_export_killed_midway_leaves_no_numeric_folder(sample_dataset, tmp_path):
+    base = contract.model_base_path(tmp_path / "models")
+    command = [sys.executable, "-m", "imgclf", "train", "--data", str(sample_dataset), "--module", "scratch",
+               "--models", str(tmp_path / "models"), "--image-size", "16", "--epochs", "1", "--progress", "0",
+               "--log-dir", str(tmp_path / "logs")]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not contract.list_staged(base) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        staged = contract.list_staged(base)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert staged, "the trainer finished or failed before it began to export"
+    assert contract.list_versions(base) == []
