@@ -122,10 +122,27 @@ def run_in_docker(command: str, argv: list[str], settings: StackSettings) -> int
                  [*compose, "run", "--rm", "--no-deps", *invocation.mounts, service, *invocation.flags]]
     for line in lines:
         stack.say_to_stderr("imgclf run: " + " ".join(line))
-        status = subprocess.call(line, env=env, cwd=root)
+        status = run_showing_host_paths(line, env, root, {"/models": variables.get("MODELS", "")})
         if status != 0:
             return status
     return 0
+
+
+def run_showing_host_paths(command: list[str], env: dict, cwd: Path, mounts: dict[str, str]) -> int:
+    """Runs command, passing its stdout through with container paths of the given mounts turned
+    back into host paths: `make train` ends by printing the published version's path, and the user
+    wants the one on their disk, not /models/... inside the container."""
+    with subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, text=True, bufsize=1) as process:
+        for text in process.stdout:
+            print(to_host_path(text, mounts), end="", flush=True)
+    return process.returncode
+
+
+def to_host_path(text: str, mounts: dict[str, str]) -> str:
+    for inside, outside in mounts.items():
+        if outside and (text == inside or text.startswith(inside + "/")):
+            return outside + text[len(inside):]
+    return text
 
 
 def choose_runner(requested: str) -> str:

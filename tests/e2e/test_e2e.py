@@ -69,6 +69,13 @@ def test_runner_turns_host_paths_into_mounts(tmp_path):
     assert hub.mounts == [] and hub.flags == ["--module", "scratch"]
 
 
+def test_runner_shows_host_paths_for_container_paths():
+    mounts = {"/models": "/home/u/models"}
+    assert runner.to_host_path("/models/image_classifier/17\n", mounts) == "/home/u/models/image_classifier/17\n"
+    assert runner.to_host_path("/modelsX/1\n", mounts) == "/modelsX/1\n"
+    assert runner.to_host_path("accuracy 0.9\n", mounts) == "accuracy 0.9\n"
+
+
 def test_make_e2e_trains_serves_validates_and_rolls_out_without_a_failed_request(docker_engine, capsys):
     """The README's command, as a user runs it; its output is shown (the phase times, image sizes)."""
     result = subprocess.run(["make", "e2e"], cwd=REPO, capture_output=True, text=True, timeout=3600)
