@@ -4,12 +4,16 @@ convolutional network trained from scratch for machines that cannot reach TF Hub
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import tensorflow as tf
-import tensorflow_hub as hub
 import tf_keras as keras
+
+with warnings.catch_warnings():  # tensorflow-hub 0.16.1 still imports pkg_resources (setuptools<81 is pinned)
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+    import tensorflow_hub as hub
 
 from imgclf.settings import SCRATCH_MODULE
 
