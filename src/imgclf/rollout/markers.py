@@ -82,9 +82,12 @@ def write_marker_model(model_dir: str | os.PathLike, index: int, labels: Sequenc
                     lambda data: tf.shape(tf.io.decode_image(data, channels=3, expand_animations=False)),
                     images, fn_output_signature=tf.int32)
             count = tf.shape(images)[0]
+            # A control dependency alone did not keep the carried model running (its call was
+            # pruned: 2 ms instead of 45 ms a request); adding 0 x its result does.
+            used = 0.0 * tf.reduce_sum(tf.cast(done, tf.float32))
             with tf.control_dependencies([done]):
                 return {
-                    contract.SCORES_OUTPUT: tf.tile(self.scores[None], [count, 1]),
+                    contract.SCORES_OUTPUT: tf.tile(self.scores[None], [count, 1]) + used,
                     contract.CLASSES_OUTPUT: tf.tile(self.labels[None], [count, 1]),
                 }
 

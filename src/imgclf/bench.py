@@ -1,0 +1,484 @@
+"""`imgclf bench` / `make bench`: measures what the product exists for.
+
+1. Request bytes per image: the project's REST request (the file as base64) against the JSON floats
+   of the same page resized to 299x299x3, which the pdf_trio client sent.
+2. Serving throughput: images/second of `imgclf validate` through the local server (REST, gRPC; the
+   best of a small sweep of batch size and concurrency) over the same SavedModel called in-process.
+3. Training: wall time of N epochs on the feature cache over the same N epochs recomputing the
+   frozen backbone on every image every epoch.
+4. Rollout: publish to the new version answering, p99 latency during swaps over steady p99 (the
+   rollout drill, every version carrying the trained model).
+5. Client memory: peak RSS of `imgclf validate` over many small files against few.
+
+All timings are ratios of runs made side by side in one run: these machines are noisy, so absolute
+numbers are context only. Writes OUTPUT_DIR/bench.json and OUTPUT_DIR/bench.png and prints a table.
+`--quick` uses tiny pages and a tiny model so that CI runs it in about a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from imgclf import contract
+from imgclf.settings import SCRATCH_MODULE, BenchSettings, DrillSettings, TrainSettings
+
+JSON_FILE, CHART_FILE = "bench.json", "bench.png"
+PDF_TRIO_SIZE = 299            # pdf_trio resized every page to 299x299x3 floats before sending it
+BYTES_SAMPLE_PAGES = 16        # pages whose two request bodies are compared
+QUICK_IMAGE_SIZE = 32          # the quick mode's scratch model sees tiny images
+MEMORY_BATCH, MEMORY_CONCURRENCY = 16, 4   # `imgclf validate`'s defaults
+DRILL_STEADY_SECONDS = 5.0
+
+# (protocol, batch, requests in flight). Two cores: beyond this the cores are the limit.
+SERVING_SWEEP = [("rest", 16, 1), ("rest", 16, 2), ("rest", 32, 2), ("rest", 16, 4),
+                 ("grpc", 16, 1), ("grpc", 16, 2), ("grpc", 32, 2), ("grpc", 16, 4)]
+QUICK_SERVING_SWEEP = [("rest", 8, 2), ("grpc", 8, 2)]
+# Fields that --quick shrinks, unless given on the command line.
+QUICK_SETTINGS = {"epochs": 2, "serving_images": 24, "memory_files": "40,400", "publishes": 1}
+
+FLAG_HELP = {
+    "output_dir": "where bench.json and bench.png go",
+    "quick": "tiny pages, a tiny model, one setting each: seconds, for CI",
+    "module": "a local TF Hub feature-vector module folder ('' = the scratch backbone, frozen)",
+    "data": "class folders, or a folder with train/ and validation/ ('' = generated pages)",
+    "epochs": "epochs of each of the two training runs compared",
+    "serving_images": "images sent per throughput measurement (the validation pages, cycled)",
+    "memory_files": "comma-separated file counts validated for the client's peak memory",
+    "publishes": "versions the rollout drill publishes under traffic",
+}
+
+
+def note(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# --- inputs ------------------------------------------------------------------------------------
+@dataclass
+class Inputs:
+    train_dir: Path        # class folders the trainer learns from
+    serving_dir: Path      # class folders sent to the server (never trained on when possible)
+    module: str            # module folder, or SCRATCH_MODULE
+    image_size: int        # 0 = the module's own
+
+
+def resolve_inputs(settings: BenchSettings, workdir: Path) -> Inputs:
+    """The given data and module, or generated pages and the scratch backbone."""
+    module = settings.module or SCRATCH_MODULE
+    image_size = QUICK_IMAGE_SIZE if settings.quick and module == SCRATCH_MODULE else 0
+    if settings.data:
+        data = Path(settings.data)
+        if not data.is_dir():
+            raise ValueError(f"--data {data}: no such folder")
+        if (data / "train").is_dir():
+            held_out = data / "validation"
+            return Inputs(data / "train", held_out if held_out.is_dir() else data / "train", module, image_size)
+        return Inputs(data, data, module, image_size)
+    from imgclf.sample_data import write_sample_dataset
+
+    per_class = 12 if settings.quick else 60
+    train_dir = write_sample_dataset(workdir / "pages" / "train", per_class=per_class, seed=0)
+    held_out = write_sample_dataset(workdir / "pages" / "held-out", per_class=per_class // 3, seed=1)
+    return Inputs(train_dir, held_out, module, image_size)
+
+
+# --- 1. request bytes --------------------------------------------------------------------------
+def measure_request_bytes(pages: list[Path]) -> dict:
+    """Body sizes of one-page predict requests: ours (exactly what RestClient sends) and pdf_trio's
+    (the page resized to 299x299x3 float32 in 0..255, as JSON numbers)."""
+    import tensorflow as tf
+
+    from imgclf import images
+
+    old_client_view = images.Preprocessing(PDF_TRIO_SIZE, grayscale=False)
+    ours, floats, files = [], [], []
+    for page in pages:
+        data = page.read_bytes()
+        files.append(len(data))
+        ours.append(len(json.dumps(contract.rest_predict_body([data]))))
+        pixels = images.decode_and_resize(tf.constant(data), old_client_view) * 255.0
+        floats.append(len(json.dumps({"signature_name": contract.SIGNATURE_NAME,
+                                      "instances": pixels.numpy()[None].tolist()})))
+    return {"pages": len(pages), "file_bytes": statistics.mean(files),
+            "b64_request_bytes": statistics.mean(ours), "float_request_bytes": statistics.mean(floats),
+            "times_smaller": statistics.mean(floats) / statistics.mean(ours)}
+
+
+# --- 3. training -------------------------------------------------------------------------------
+def frozen_backbone(inputs: Inputs, quadrants: bool):
+    from imgclf.trainer.backbone import load_backbone
+
+    if inputs.module != SCRATCH_MODULE:
+        return load_backbone(inputs.module, inputs.image_size, quadrants=quadrants)
+    # A frozen, randomly initialised scratch network stands in for a pretrained module: what the
+    # cache saves depends on the backbone's cost, not on its weights.
+    backbone = load_backbone(SCRATCH_MODULE, inputs.image_size)
+    backbone.layer.trainable = False
+    return dataclasses.replace(backbone, fingerprint="frozen-scratch")
+
+
+def measure_training(inputs: Inputs, epochs: int, workdir: Path) -> dict:
+    """The trainer's own fit_classifier, twice on the same split and backbone: on the feature cache
+    (starting cold, so computing every feature once is counted) and on images, which runs the
+    backbone over every image in every epoch. Early stopping is off so both run `epochs` epochs."""
+    import tf_keras as keras
+
+    from imgclf import images
+    from imgclf.trainer.data import discover
+    from imgclf.trainer.features import FeatureCache, FileProbe
+    from imgclf.trainer.pipeline import fit_classifier
+
+    settings = TrainSettings(data=str(inputs.train_dir), module=inputs.module, image_size=inputs.image_size,
+                             epochs=epochs, patience=epochs, progress=False)
+    backbone = frozen_backbone(inputs, settings.quadrants)
+    options = images.Preprocessing(backbone.image_size, settings.grayscale)
+    dataset = discover(settings.data, settings.validation_percent, settings.test_percent, FileProbe(options))
+    runs = {}
+    for name, cache in (("cached", FeatureCache(workdir / "feature-cache", backbone, options)),
+                        ("recomputed", None)):
+        note(f"  training {epochs} epochs {'on the feature cache' if cache else 'on images'}")
+        keras.utils.set_random_seed(settings.seed)
+        started = time.perf_counter()
+        trained = fit_classifier(dataset, backbone, options, cache, settings, log_dir=None)
+        runs[name] = {"seconds": time.perf_counter() - started, "features_seconds": trained.features_seconds,
+                      "epoch_seconds": [s for phase in trained.phases.values() for s in phase["epoch_seconds"]]}
+    return {"epochs": epochs, "images": len(dataset.examples), "train_images": len(dataset.split("train")),
+            "backbone": inputs.module, "image_size": backbone.image_size, "quadrants": settings.quadrants,
+            **runs, "ratio": runs["cached"]["seconds"] / runs["recomputed"]["seconds"]}
+
+
+def train_served_model(inputs: Inputs, epochs: int, workdir: Path):
+    """A published version through the product's own `train` (gate and all), for serving."""
+    from imgclf.trainer.pipeline import train
+
+    settings = TrainSettings(data=str(inputs.train_dir), module=inputs.module, image_size=inputs.image_size,
+                             epochs=epochs, models=str(workdir / "models"), progress=False,
+                             cache_dir=str(workdir / "train-cache"), log_dir=str(workdir / "logs"))
+    with contextlib.redirect_stdout(io.StringIO()):    # its report; the bench prints its own
+        return train(settings)
+
+
+# --- 2. serving throughput ---------------------------------------------------------------------
+IN_PROCESS_CALLERS = (1, 2)    # threads calling the model at once: two cores, two callers
+
+
+def in_process_throughput(version_dir: Path, files: list[Path], settings: list[tuple[int, int]]) -> list[dict]:
+    """Images/second of the SavedModel's serving signature called in this process, files read and
+    sent in batches by one or more threads: what the cores can do with no server or client in
+    between. One row per (batch, callers)."""
+    import tensorflow as tf
+
+    from imgclf.client.files import iter_batches, ordered_bounded_map
+
+    predict = tf.saved_model.load(str(version_dir)).signatures[contract.SIGNATURE_NAME]
+
+    def call(batch: list[Path]) -> None:
+        images = tf.constant([path.read_bytes() for path in batch])
+        predict(**{contract.INPUT_NAME: images})[contract.SCORES_OUTPUT].numpy()
+
+    rows = []
+    for size, callers in settings:
+        call(files[:size])                    # first call at this size: allocation, not speed
+        started = time.perf_counter()
+        for _ in ordered_bounded_map(call, iter_batches(files, size), callers):
+            pass
+        rows.append({"batch": size, "callers": callers,
+                     "images_per_second": len(files) / (time.perf_counter() - started)})
+    return rows
+
+
+def fastest(rows: list[dict]) -> dict:
+    return max(rows, key=lambda row: row["images_per_second"])
+
+
+def measure_serving(trained, serving_dir: Path, count: int, sweep: list[tuple], workdir: Path) -> dict:
+    from imgclf.client.benchmark import link_tree, measure
+    from imgclf.serving import LocalServer
+
+    tree = link_tree(serving_dir, workdir / "serving-images", count)
+    warm_tree = link_tree(serving_dir, workdir / "warmup-images", 2 * sweep[0][1])
+    files = list(contract.iter_image_files(tree))
+    batch_sizes = sorted({batch for _, batch, _ in sweep})
+    note(f"  in-process: batches of {batch_sizes}, {' or '.join(map(str, IN_PROCESS_CALLERS))} callers")
+    in_process = in_process_throughput(trained.version_dir, files,
+                                       [(b, c) for b in batch_sizes for c in IN_PROCESS_CALLERS])
+    rows = []
+    model_name = contract.DEFAULT_MODEL_NAME
+    with LocalServer(trained.base_path, model_name, poll_seconds=30) as server:
+        for protocol in ("rest", "grpc"):     # connections and graph warm, not measured
+            measure(warm_tree, server.rest_url, server.grpc_target, protocol, sweep[0][1], 1, model_name)
+        for protocol, batch, concurrency in sweep:
+            row = measure(tree, server.rest_url, server.grpc_target, protocol, batch, concurrency, model_name)
+            note(f"  {protocol} batch {batch} x{concurrency}: {row['images_per_second']:.1f} img/s")
+            rows.append(row)
+    # The fastest in-process setting again, now that the server is gone: drift on a shared
+    # machine then lowers the ratio rather than flattering it.
+    best = fastest(in_process)
+    in_process += in_process_throughput(trained.version_dir, files, [(best["batch"], best["callers"])])
+    best_in_process = fastest(in_process)
+    note(f"  in-process best: {best_in_process['images_per_second']:.1f} img/s "
+         f"(batch {best_in_process['batch']}, {best_in_process['callers']} callers)")
+    failed = [row for row in rows if row["exit"] != 0 or row["images"] != len(files)]
+    if failed:
+        raise RuntimeError(f"validate did not predict every image: {failed}")
+    result = {"images": len(files), "in_process": best_in_process, "in_process_runs": in_process, "sweep": rows}
+    for protocol in ("rest", "grpc"):
+        best = fastest([row for row in rows if row["protocol"] == protocol])
+        result[protocol] = {**best, "ratio": best["images_per_second"] / best_in_process["images_per_second"]}
+    return result
+
+
+# --- 4. rollout --------------------------------------------------------------------------------
+def measure_rollout(trained, publishes: int, quick: bool) -> dict:
+    from imgclf.rollout.drill import run_drill
+
+    settings = DrillSettings(publishes=publishes, rollbacks=min(1, publishes - 1), model=str(trained.version_dir),
+                             steady_seconds=1.0 if quick else DRILL_STEADY_SECONDS)
+    figures = run_drill(settings, say=lambda text: note(f"  {text}"))
+    answered = [s for s in figures.publish_to_answer_s if s is not None]
+    if not figures.passed or not answered or not figures.p99_swap_ms or not figures.p99_steady_ms:
+        raise RuntimeError(f"the rollout drill did not pass: {dataclasses.asdict(figures)}")
+    return {**dataclasses.asdict(figures), "publish_to_answer_median_s": statistics.median(answered),
+            "publish_to_answer_max_s": max(answered), "p99_ratio": figures.p99_swap_ms / figures.p99_steady_ms}
+
+
+# --- 5. client memory --------------------------------------------------------------------------
+def measure_client_memory(counts: list[int], workdir: Path) -> dict:
+    """The real `imgclf validate`, one fresh process per file count, against a server whose model
+    only decodes the images (a marker model), so that many files take seconds."""
+    from imgclf.client.benchmark import memory_by_file_count
+    from imgclf.rollout.markers import write_marker_model
+    from imgclf.rollout.publish import publish, stage_dir
+    from imgclf.sample_data import write_sample_dataset
+    from imgclf.serving import LocalServer
+
+    small_pages = write_sample_dataset(workdir / "small-pages", per_class=20, size=(48, 64), seed=5)
+    base = contract.model_base_path(workdir / "marker-models")
+    publish(write_marker_model(stage_dir(base), 1), base)
+    with LocalServer(base, contract.DEFAULT_MODEL_NAME) as server:
+        rows = memory_by_file_count(small_pages, server.rest_url, contract.DEFAULT_MODEL_NAME, counts,
+                                    MEMORY_BATCH, MEMORY_CONCURRENCY)
+    if any(row["exit"] != 0 for row in rows):
+        raise RuntimeError(f"imgclf validate failed: {rows}")
+    file_bytes = [p.stat().st_size for p in contract.iter_image_files(small_pages)]
+    first, last = rows[0], rows[-1]
+    growth = (last["peak_rss_mib"] - first["peak_rss_mib"]) * 2**20 / max(1, last["files"] - first["files"])
+    return {"runs": rows, "file_bytes": statistics.mean(file_bytes), "batch": MEMORY_BATCH,
+            "concurrency": MEMORY_CONCURRENCY, "bytes_per_extra_file": growth,
+            "ratio": last["peak_rss_mib"] / first["peak_rss_mib"]}
+
+
+# --- the summary -------------------------------------------------------------------------------
+@dataclass
+class Ratio:
+    key: str
+    title: str
+    value: float
+    goal: float | None
+    at_least: bool          # the goal is a floor (else a ceiling)
+    context: str
+
+    @property
+    def met(self) -> bool | None:
+        if self.goal is None:
+            return None
+        return self.value >= self.goal if self.at_least else self.value <= self.goal
+
+    @property
+    def goal_text(self) -> str:
+        return "-" if self.goal is None else f"{'>=' if self.at_least else '<='} {self.goal:g}"
+
+
+def ratios(results: dict) -> list[Ratio]:
+    found = []
+    if "request_bytes" in results:
+        r = results["request_bytes"]
+        found.append(Ratio("request_bytes", "request bytes: float JSON / b64 JPEG", r["times_smaller"], 100, True,
+                           f"{r['b64_request_bytes']:,.0f} B vs {r['float_request_bytes']:,.0f} B per page "
+                           f"({r['pages']} pages)"))
+    if "serving" in results:
+        s = results["serving"]
+        base = s["in_process"]
+        for protocol, name in (("rest", "REST"), ("grpc", "gRPC")):
+            p = s[protocol]
+            found.append(Ratio(f"serving_{protocol}", f"throughput {name} / in-process", p["ratio"], 0.8, True,
+                               f"{p['images_per_second']:.1f} img/s (batch {p['batch']} x{p['concurrency']}) vs "
+                               f"{base['images_per_second']:.1f} img/s (batch {base['batch']} x{base['callers']})"))
+    if "training" in results:
+        t = results["training"]
+        found.append(Ratio("training", f"training {t['epochs']} epochs: cached / recomputed", t["ratio"],
+                           0.25, False, f"{t['cached']['seconds']:.1f} s vs {t['recomputed']['seconds']:.1f} s "
+                                        f"({t['images']} images)"))
+    if "rollout" in results:
+        r = results["rollout"]
+        found.append(Ratio("rollout_p99", "rollout: p99 during swap / steady", r["p99_ratio"], None, False,
+                           f"{r['p99_swap_ms']:.0f} ms vs {r['p99_steady_ms']:.0f} ms; publish -> answering "
+                           f"{r['publish_to_answer_median_s']:.2f} s (max {r['publish_to_answer_max_s']:.2f} s)"))
+    if "client_memory" in results:
+        m = results["client_memory"]
+        first, last = m["runs"][0], m["runs"][-1]
+        found.append(Ratio("client_memory", f"client peak RSS: {last['files']} / {first['files']} files",
+                           m["ratio"], 1.1, False,
+                           f"{last['peak_rss_mib']:.1f} MiB vs {first['peak_rss_mib']:.1f} MiB "
+                           f"({m['bytes_per_extra_file']:.0f} B per extra file)"))
+    return found
+
+
+def format_table(found: list[Ratio], errors: dict) -> str:
+    rows = [("figure", "value", "goal", "met", "context")]
+    for r in found:
+        met = "-" if r.met is None else ("yes" if r.met else "NO")
+        rows.append((r.title, f"{r.value:.3g}", r.goal_text, met, r.context))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4] for row in rows]
+    lines += [f"FAILED {phase}: {message}" for phase, message in errors.items()]
+    return "\n".join(lines)
+
+
+def write_chart(found: list[Ratio], path: Path, title: str) -> None:
+    """One panel per ratio: the measured bar, the goal as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, max(1, len(found)), figsize=(2.3 * max(1, len(found)), 3.4), squeeze=False)
+    for axis, ratio in zip(axes[0], found):
+        colour = {True: "tab:green", False: "tab:red", None: "tab:blue"}[ratio.met]
+        axis.bar([0], [ratio.value], color=colour, width=0.6)
+        if ratio.goal is not None:
+            axis.axhline(ratio.goal, color="black", linestyle="--", linewidth=1)
+        top = max(ratio.value, ratio.goal or 0)
+        if ratio.key == "request_bytes":     # hundreds against a goal of 100: a log scale shows both
+            axis.set_yscale("log")
+            axis.set_ylim(1, top * 4)
+        else:
+            axis.set_ylim(0, top * 1.25)
+        axis.set_xticks([])
+        axis.set_xlabel(f"goal {ratio.goal_text} (dashed)" if ratio.goal is not None else "no goal", fontsize=7)
+        axis.set_title(ratio.title.replace(": ", ":\n", 1), fontsize=8)
+        axis.text(0, ratio.value, f"{ratio.value:.3g}", ha="center", va="bottom", fontsize=9)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    partial = path.with_name(path.name + ".partial.png")
+    figure.savefig(partial, dpi=110)
+    plt.close(figure)
+    os.replace(partial, path)
+
+
+def write_json(results: dict, path: Path) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    os.replace(partial, path)
+
+
+# --- the run -----------------------------------------------------------------------------------
+def with_quick_defaults(settings: BenchSettings, given: set[str]) -> BenchSettings:
+    if not settings.quick:
+        return settings
+    return dataclasses.replace(settings, **{k: v for k, v in QUICK_SETTINGS.items() if k not in given})
+
+
+def run_bench(settings: BenchSettings) -> dict:
+    import tensorflow as tf
+
+    started = time.monotonic()
+    results: dict = {"mode": "quick" if settings.quick else "full", "settings": dataclasses.asdict(settings),
+                     "machine": {"cpus": os.cpu_count(), "load_before": os.getloadavg(),
+                                 "python": platform.python_version(), "tensorflow": tf.__version__},
+                     "seconds": {}, "errors": {}}
+
+    def phase(name: str, title: str, work, *needs: str) -> None:
+        """Runs one measurement; a failure is recorded and the others still run."""
+        missing = [need for need in needs if need not in results]
+        if missing:
+            results["errors"][name] = f"skipped: needs {', '.join(missing)}"
+            return
+        note(f"== {title}")
+        begun = time.monotonic()
+        try:
+            results[name] = work()
+        except Exception as error:   # noqa: BLE001 - reported in the table and the JSON
+            results["errors"][name] = f"{type(error).__name__}: {error}"
+            note(f"  FAILED: {results['errors'][name]}")
+        results["seconds"][name] = round(time.monotonic() - begun, 1)
+
+    with tempfile.TemporaryDirectory(prefix="imgclf-bench-") as scratch:
+        workdir = Path(scratch)
+        inputs = resolve_inputs(settings, workdir)
+        results["inputs"] = {"train_dir": str(inputs.train_dir), "serving_dir": str(inputs.serving_dir),
+                             "module": inputs.module, "image_size": inputs.image_size}
+        pages = list(contract.iter_image_files(inputs.serving_dir))
+        if not pages:
+            raise ValueError(f"no {'/'.join(contract.IMAGE_EXTENSIONS)} files under {inputs.serving_dir}")
+        sample = pages[:: max(1, len(pages) // BYTES_SAMPLE_PAGES)][:BYTES_SAMPLE_PAGES]
+        trained = {}
+
+        phase("request_bytes", "1. request bytes per page", lambda: measure_request_bytes(sample))
+        phase("training", f"3. training: {settings.epochs} epochs, cached vs recomputed",
+              lambda: measure_training(inputs, settings.epochs, workdir))
+
+        def served_model():
+            trained["model"] = train_served_model(inputs, settings.epochs, workdir)
+            return {"version_dir": str(trained["model"].version_dir)}
+
+        phase("model", "   a model to serve: imgclf train", served_model)
+        sweep = QUICK_SERVING_SWEEP if settings.quick else SERVING_SWEEP
+        phase("serving", "2. serving throughput: validate through the local server vs in-process",
+              lambda: measure_serving(trained["model"], inputs.serving_dir, settings.serving_images, sweep,
+                                      workdir), "model")
+        phase("rollout", "4. rollout drill: publish under traffic",
+              lambda: measure_rollout(trained["model"], settings.publishes, settings.quick), "model")
+        counts = [int(count) for count in settings.memory_files.split(",")]
+        phase("client_memory", f"5. client peak memory: {' vs '.join(map(str, counts))} files",
+              lambda: measure_client_memory(counts, workdir))
+    results["machine"]["load_after"] = os.getloadavg()
+    results["seconds"]["total"] = round(time.monotonic() - started, 1)
+    results["ratios"] = [{**dataclasses.asdict(r), "met": r.met} for r in ratios(results)]
+    return results
+
+
+def build_parser(command: str = "bench") -> argparse.ArgumentParser:
+    defaults = BenchSettings()
+    parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
+    for f in dataclasses.fields(BenchSettings):
+        flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=f.name, action="store_true", help=FLAG_HELP[f.name])
+        else:
+            parser.add_argument(flag, dest=f.name, type=type(default), default=argparse.SUPPRESS,
+                                help=f"{FLAG_HELP[f.name]} (default: {default!r})")
+    return parser
+
+
+def main(argv: list[str], command: str = "bench") -> int:
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    given = vars(build_parser(command).parse_args(argv))
+    settings = with_quick_defaults(BenchSettings(**given), set(given))
+    output_dir = Path(settings.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        results = run_bench(settings)
+    except ValueError as error:
+        print(f"imgclf {command}: {error}", file=sys.stderr)
+        return 2
+    found = ratios(results)
+    write_json(results, output_dir / JSON_FILE)
+    write_chart(found, output_dir / CHART_FILE,
+                f"imgclf bench ({results['mode']}, {Path(results['inputs']['module']).name}, "
+                f"{results['seconds']['total']:.0f} s, {os.cpu_count()} cores)")
+    print(format_table(found, results["errors"]))
+    print(f"{output_dir / JSON_FILE}  {output_dir / CHART_FILE}  ({results['seconds']['total']:.0f} s)")
+    return 1 if results["errors"] else 0

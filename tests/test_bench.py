@@ -1,0 +1,86 @@
+"""`imgclf bench --quick`: the whole benchmark on tiny data, so that it cannot rot. It checks that
+every figure was measured and is a sane number, never how fast anything was."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from PIL import Image
+
+from imgclf import bench
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    output = tmp_path_factory.mktemp("bench-output")
+    code = bench.main(["--quick", "--output-dir", str(output)], command="bench")
+    return code, output, json.loads((output / bench.JSON_FILE).read_text())
+
+
+def test_quick_bench_writes_json_chart_and_every_figure(quick_run, capsys):
+    code, output, results = quick_run
+    assert code == 0, results["errors"]
+    assert results["errors"] == {}
+    assert results["mode"] == "quick" and results["settings"]["epochs"] == bench.QUICK_SETTINGS["epochs"]
+    with Image.open(output / bench.CHART_FILE) as chart:
+        assert chart.format == "PNG" and chart.width > 400
+
+    keys = [r["key"] for r in results["ratios"]]
+    assert keys == ["request_bytes", "serving_rest", "serving_grpc", "training", "rollout_p99", "client_memory"]
+    for ratio in results["ratios"]:
+        assert math.isfinite(ratio["value"]) and ratio["value"] > 0, ratio
+
+
+def test_quick_bench_figures_are_consistent(quick_run):
+    _, _, results = quick_run
+    # Bytes do not depend on the machine: 299x299x3 JSON floats dwarf a small page's base64.
+    sizes = results["request_bytes"]
+    assert sizes["b64_request_bytes"] > sizes["file_bytes"] * 4 / 3
+    assert sizes["float_request_bytes"] > 299 * 299 * 3 * 3
+    assert sizes["times_smaller"] >= 100
+
+    serving = results["serving"]
+    assert serving["images"] == bench.QUICK_SETTINGS["serving_images"]
+    assert {row["protocol"] for row in serving["sweep"]} == {"rest", "grpc"}
+    assert all(row["exit"] == 0 and row["images"] == serving["images"] for row in serving["sweep"])
+    assert serving["in_process"]["images_per_second"] > 0
+
+    training = results["training"]
+    epochs = bench.QUICK_SETTINGS["epochs"]
+    assert len(training["cached"]["epoch_seconds"]) == len(training["recomputed"]["epoch_seconds"]) == epochs
+    assert training["cached"]["features_seconds"] is not None
+    assert training["recomputed"]["features_seconds"] is None
+    assert training["ratio"] == pytest.approx(training["cached"]["seconds"] / training["recomputed"]["seconds"])
+
+    rollout = results["rollout"]
+    assert rollout["failures"] == 0 and rollout["requests"] > 0
+    assert len(rollout["publish_to_answer_s"]) == bench.QUICK_SETTINGS["publishes"]
+
+    memory = results["client_memory"]
+    counts = [int(c) for c in bench.QUICK_SETTINGS["memory_files"].split(",")]
+    assert [run["files"] for run in memory["runs"]] == counts
+    assert all(5 < run["peak_rss_mib"] < 2000 and run["exit"] == 0 for run in memory["runs"])
+
+
+def test_table_names_every_figure_and_goal():
+    results = {
+        "request_bytes": {"pages": 2, "file_bytes": 10.0, "b64_request_bytes": 50.0,
+                          "float_request_bytes": 9000.0, "times_smaller": 180.0},
+        "training": {"epochs": 10, "images": 30, "ratio": 0.3,
+                     "cached": {"seconds": 3.0}, "recomputed": {"seconds": 10.0}},
+    }
+    found = bench.ratios(results)
+    table = bench.format_table(found, {"serving": "skipped: needs model"})
+    assert [r.met for r in found] == [True, False]
+    assert "float JSON / b64 JPEG" in table and ">= 100" in table and "<= 0.25" in table
+    assert "FAILED serving: skipped: needs model" in table
+
+
+def test_missing_data_folder_is_a_usage_error(tmp_path, capsys):
+    code = bench.main(["--quick", "--data", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path)])
+    assert code == 2
+    assert "nowhere: no such folder" in capsys.readouterr().err
