@@ -77,16 +77,19 @@ def validate_model_name(model_name: str) -> str:
 
 def list_versions(base_path: str | os.PathLike) -> list[int]:
     """Published versions in a model's base path, ascending. A missing base path has none."""
+    return sorted(version for version, _ in _folders_named(base_path, parse_version))
+
+
+def _folders_named(base_path: str | os.PathLike, parse) -> Iterator[tuple[object, Path]]:
+    """(parse(name), path) for each sub-folder whose name parse() accepts (returns non-None)."""
     try:
         entries = list(os.scandir(base_path))
     except FileNotFoundError:
-        return []
-    versions = []
+        return
     for entry in entries:
-        version = parse_version(entry.name)
-        if version is not None and entry.is_dir():
-            versions.append(version)
-    return sorted(versions)
+        parsed = parse(entry.name)
+        if parsed is not None and entry.is_dir():
+            yield parsed, Path(entry.path)
 
 
 def version_path(base_path: str | os.PathLike, version: int) -> Path:
@@ -122,24 +125,12 @@ def parse_retired(folder_name: str) -> int | None:
 
 
 def list_retired(base_path: str | os.PathLike) -> list[tuple[int, Path]]:
-    try:
-        entries = list(os.scandir(base_path))
-    except FileNotFoundError:
-        return []
-    found = []
-    for entry in entries:
-        version = parse_retired(entry.name)
-        if version is not None and entry.is_dir():
-            found.append((version, Path(entry.path)))
-    return sorted(found)
+    return sorted(_folders_named(base_path, parse_retired))
 
 
 def list_staged(base_path: str | os.PathLike) -> list[Path]:
-    try:
-        entries = list(os.scandir(base_path))
-    except FileNotFoundError:
-        return []
-    return sorted(Path(e.path) for e in entries if e.name.startswith(STAGING_PREFIX) and e.is_dir())
+    staged = _folders_named(base_path, lambda name: name if name.startswith(STAGING_PREFIX) else None)
+    return sorted(path for _, path in staged)
 
 
 # --- labels ------------------------------------------------------------------------------------
