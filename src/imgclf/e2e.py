@@ -26,9 +26,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
 
 from imgclf import contract, stack
+from imgclf.client.base import ClientError
+from imgclf.client.rest import fetch_model_status
 from imgclf.settings import StackSettings
 
 TRAFFIC_PASSES_AFTER_TAKEOVER = 2   # full passes over the validation images the new version answers
@@ -172,12 +173,9 @@ def train(project: ComposeProject, settings: StackSettings, seed: int, *extra: s
 def version_states(rest_url: str, model_name: str) -> dict[int, str]:
     """Version -> state as the server reports them; empty while it does not answer."""
     try:
-        reply = requests.get(f"{rest_url}{contract.rest_model_path(model_name)}", timeout=5)
-    except requests.RequestException:
+        return fetch_model_status(rest_url, model_name).states()
+    except ClientError:
         return {}
-    if reply.status_code != 200:
-        return {}
-    return {int(s["version"]): s["state"] for s in reply.json().get("model_version_status", [])}
 
 
 def wait_until_serving(rest_url: str, model_name: str, version: int, timeout: float,

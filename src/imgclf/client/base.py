@@ -64,6 +64,18 @@ class ModelStatus:
 
     versions: dict[int, tuple[str, str]] = field(default_factory=dict)   # version -> (state, error)
 
+    @classmethod
+    def from_rest(cls, body: dict) -> "ModelStatus":
+        """From the REST status reply, {"model_version_status": [{"version": "3", "state": ...}]}."""
+        status = cls()
+        for entry in body.get("model_version_status", []):
+            error = entry.get("status", {}).get("error_message", "")
+            status.versions[int(entry["version"])] = (entry.get("state", ""), error)
+        return status
+
+    def states(self) -> dict[int, str]:
+        return {version: state for version, (state, _) in self.versions.items()}
+
     @property
     def available(self) -> list[int]:
         return sorted(v for v, (state, _) in self.versions.items() if state == "AVAILABLE")

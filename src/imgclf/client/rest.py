@@ -46,6 +46,24 @@ def error_message(response: requests.Response) -> str:
     return f"HTTP {response.status_code}" + (f": {text[:300]}" if text else "")
 
 
+def fetch_model_status(server: str, model_name: str, timeout: float = 5.0) -> ModelStatus:
+    """What the server's status API says of every version of the model, in one GET without retries.
+    Raises ServerUnreachable (no answer, or an error other than 404) or ModelNotAvailable (404)."""
+    url = normalize_url(server) + contract.rest_model_path(model_name)
+    try:
+        response = requests.get(url, timeout=timeout)
+    except requests.RequestException as error:
+        raise ServerUnreachable(f"cannot reach {url}: {_reason(error)}") from None
+    if response.status_code == 404:
+        raise ModelNotAvailable(f"{url}: {error_message(response)}")
+    if response.status_code != 200:
+        raise ServerUnreachable(f"{url}: {error_message(response)}")
+    try:
+        return ModelStatus.from_rest(response.json())
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ServerUnreachable(f"{url}: the reply is not a TensorFlow Serving model status") from None
+
+
 class RestClient:
     def __init__(self, server: str, model_name: str = contract.DEFAULT_MODEL_NAME,
                  version: int | None = None, label: str | None = None, timeout: float = 30.0,
@@ -98,11 +116,7 @@ class RestClient:
         response = self._get(self.endpoint, self._status_session)
         if response.status_code != 200:
             raise ModelNotAvailable(f"{self.endpoint}: {error_message(response)}")
-        status = ModelStatus()
-        for entry in response.json().get("model_version_status", []):
-            error = entry.get("status", {}).get("error_message", "")
-            status.versions[int(entry["version"])] = (entry.get("state", ""), error)
-        return status
+        return ModelStatus.from_rest(response.json())
 
     def metadata_version(self) -> int:
         """Checks the served signature against the contract; returns the version that answered."""

@@ -23,6 +23,8 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from imgclf import contract
+from imgclf.client.base import ModelNotAvailable, ServerUnreachable
+from imgclf.client.rest import fetch_model_status
 
 STABLE_LABEL = "stable"
 CANARY_LABEL = "canary"
@@ -108,15 +110,11 @@ def set_latest(entry: model_server_config_pb2.ModelConfig) -> None:
 def available_versions(server: str, model_name: str, timeout: float = 5.0) -> set[int] | None:
     """Versions the server reports AVAILABLE, or None when it cannot be reached."""
     try:
-        reply = requests.get(server.rstrip("/") + contract.rest_model_path(model_name), timeout=timeout)
-    except requests.RequestException:
-        return None
-    if reply.status_code == 404:
+        return set(fetch_model_status(server, model_name, timeout).available)
+    except ModelNotAvailable:
         return set()
-    if not reply.ok:
+    except ServerUnreachable:
         return None
-    return {int(s["version"]) for s in reply.json().get("model_version_status", [])
-            if s.get("state") == "AVAILABLE"}
 
 
 def pin(config_path: str | os.PathLike, model_name: str, base_path: str | os.PathLike,

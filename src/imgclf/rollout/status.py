@@ -9,9 +9,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
 
 from imgclf import contract
+from imgclf.client.base import ModelNotAvailable, ServerUnreachable
+from imgclf.client.rest import fetch_model_status
 from imgclf.rollout.pinning import labels_of, pinned_versions, read_models_config
 
 PUBLISHED, STAGED, RETIRED = "published", "staged", "retired"
@@ -64,15 +65,12 @@ def _find_test_accuracy(recorded: dict) -> float | None:
 
 
 def server_statuses(server: str, model_name: str, timeout: float = 5.0) -> dict[int, tuple[str, str]]:
-    """{version: (state, error message)} as the server's REST status reports them."""
-    reply = requests.get(server.rstrip("/") + contract.rest_model_path(model_name), timeout=timeout)
-    if reply.status_code == 404:
+    """{version: (state, error message)} as the server's REST status reports them; {} when the
+    server does not know the model. Raises ServerUnreachable."""
+    try:
+        return fetch_model_status(server, model_name, timeout).versions
+    except ModelNotAvailable:
         return {}
-    reply.raise_for_status()
-    return {
-        int(s["version"]): (s.get("state", ""), s.get("status", {}).get("error_message", ""))
-        for s in reply.json().get("model_version_status", [])
-    }
 
 
 def serving_containers(service: str) -> list[dict]:
@@ -112,10 +110,8 @@ def gather(models_dir: str | os.PathLike, model_name: str, server: str, models_c
     reported = {}
     try:
         reported = server_statuses(server, model_name)
-    except requests.ConnectionError:
-        status.server_error = "cannot connect"
-    except (requests.RequestException, ValueError) as error:
-        status.server_error = f"{type(error).__name__}: {error}"
+    except ServerUnreachable as error:
+        status.server_error = str(error)
     for version, (state, error) in reported.items():
         row = next((r for r in rows if r.version == version and r.on_disk != STAGED), None)
         if row is None:   # the server knows a version no longer on disk (e.g. its folder is gone)

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import requests
+from imgclf.client.base import ClientError
+from imgclf.client.rest import fetch_model_status
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -85,18 +86,15 @@ class LocalServer:
     def wait_until_available(self) -> None:
         """Until the status API lists an AVAILABLE version of the model (or the process died)."""
         deadline = time.monotonic() + self.startup_timeout
-        url = f"{self.rest_url}/v1/models/{self.model_name}"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise ServerStartError(
                     f"imgclf serve exited with code {self.process.returncode}:\n{self.log_tail()}"
                 )
             try:
-                reply = requests.get(url, timeout=2)
-                states = [s.get("state") for s in reply.json().get("model_version_status", [])]
-                if "AVAILABLE" in states:
+                if fetch_model_status(self.rest_url, self.model_name, timeout=2).available:
                     return
-            except (requests.RequestException, ValueError):
+            except ClientError:   # not listening yet, or the model not loaded yet
                 pass
             time.sleep(0.2)
         raise ServerStartError(
