@@ -98,26 +98,26 @@ def _signature(model):
     return signatures[contract.SIGNATURE_NAME]
 
 
-def replay_warmup(model, model_dir: Path) -> int:
-    """Replays assets.extra/tf_serving_warmup_requests as TF Serving does before it marks a version
-    AVAILABLE; returns how many requests were replayed (0 when the file is absent)."""
-    import tensorflow as tf
-    from tensorflow_serving.apis import prediction_log_pb2
+class _LoadedSavedModel:
+    """A tf.saved_model.load() result seen the way the local server's warmup sees a servable."""
 
-    warmup_file = model_dir / contract.ASSETS_EXTRA_DIR / contract.WARMUP_FILE
-    if not warmup_file.exists():
-        return 0
-    replayed = 0
-    for record in tf.data.TFRecordDataset(str(warmup_file)).take(contract.MAX_WARMUP_RECORDS):
-        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
-        if log.WhichOneof("log_type") != "predict_log":
-            raise contract.ContractError(f"{warmup_file}: record {replayed} is not a predict log")
-        request = log.predict_log.request
-        signature_name = request.model_spec.signature_name or contract.SIGNATURE_NAME
-        inputs = {name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()}
-        model.signatures[signature_name](**inputs)
-        replayed += 1
-    return replayed
+    def __init__(self, model):
+        self.model = model
+
+    def predict(self, signature_name: str, inputs: dict, output_filter: list) -> dict:
+        import tensorflow as tf
+
+        signature = self.model.signatures[signature_name or contract.SIGNATURE_NAME]
+        return signature(**{name: tf.constant(value) for name, value in inputs.items()})
+
+
+def replay_warmup(model, model_dir: Path) -> int:
+    """Replays assets.extra/tf_serving_warmup_requests through the server's own warmup reader, so
+    the gate refuses a candidate exactly where serving would fail to load it; returns how many
+    requests were replayed (0 when the file is absent)."""
+    from imgclf.serving.warmup import replay_warmup as replay_as_server_does
+
+    return replay_as_server_does(_LoadedSavedModel(model), model_dir)
 
 
 def _predict_labels(signature, files: Sequence[Path], seen_classes: set[str]) -> list[str]:
