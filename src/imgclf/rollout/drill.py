@@ -16,7 +16,6 @@ import io
 import json
 import os
 import random
-import statistics
 import sys
 import tempfile
 import threading
@@ -29,6 +28,7 @@ import requests
 from tqdm import tqdm
 
 from imgclf import contract
+from imgclf.client.metrics import latency_percentiles
 from imgclf.rollout.markers import DEFAULT_LABELS, marker_of, write_marker_model
 from imgclf.settings import DrillSettings
 
@@ -162,11 +162,10 @@ class Traffic:
 
 # --- figures -----------------------------------------------------------------------------------
 def percentile_ms(seconds: list[float], pct: int) -> float | None:
+    """The client's p50/p95/p99 of `seconds`, in milliseconds; None when there are none."""
     if not seconds:
         return None
-    if len(seconds) == 1:
-        return round(seconds[0] * 1000, 2)
-    return round(statistics.quantiles(seconds, n=100, method="inclusive")[pct - 1] * 1000, 2)
+    return round(latency_percentiles(seconds)[pct] * 1000, 2)
 
 
 def compute_figures(replies: list[Reply], changes: list[Change], version_of_marker: dict[int, int],
