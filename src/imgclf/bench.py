@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgclf import contract
-from imgclf.settings import SCRATCH_MODULE, BenchSettings, DrillSettings, TrainSettings
+from imgclf.settings import SCRATCH_MODULE, BenchSettings, DrillSettings, TrainSettings, add_settings_flags
 
 JSON_FILE, CHART_FILE = "bench.json", "bench.png"
 PDF_TRIO_SIZE = 299            # pdf_trio resized every page to 299x299x3 floats before sending it
@@ -450,15 +450,8 @@ def run_bench(settings: BenchSettings) -> dict:
 
 
 def build_parser(command: str = "bench") -> argparse.ArgumentParser:
-    defaults = BenchSettings()
     parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
-    for f in dataclasses.fields(BenchSettings):
-        flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
-        if isinstance(default, bool):
-            parser.add_argument(flag, dest=f.name, action="store_true", help=FLAG_HELP[f.name])
-        else:
-            parser.add_argument(flag, dest=f.name, type=type(default), default=argparse.SUPPRESS,
-                                help=f"{FLAG_HELP[f.name]} (default: {default!r})")
+    add_settings_flags(parser, BenchSettings, FLAG_HELP, omit_unset=True)   # --quick keeps what is given
     return parser
 
 

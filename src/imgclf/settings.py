@@ -7,8 +7,9 @@ are the only defaults. Plain Python: importable without TensorFlow.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from imgclf import contract
 
@@ -49,6 +50,43 @@ class TrainSettings:
     validate: str = ""                   # VALIDATE: extra held-out folder for the promotion gate
     tolerance: float | None = None       # TOLERANCE: for the gate; None = RolloutSettings.tolerance
     force: bool = False                  # FORCE: publish even when the gate refuses
+
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+
+
+def parse_bool(text: str) -> bool:
+    value = str(text).strip().lower()
+    if value in _TRUE | _FALSE:
+        return value in _TRUE
+    raise argparse.ArgumentTypeError(f"expected 1/0, true/false or yes/no, got {text!r}")
+
+
+def _optional(kind):
+    return lambda text: None if text.strip().lower() in ("", "none") else kind(text)
+
+
+_FLAG_TYPES = {"str": str, "int": int, "float": float,
+               "float | None": _optional(float), "int | None": _optional(int)}
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, settings_class, helps: dict[str, str] | None = None,
+                       omit_unset: bool = False) -> None:
+    """One flag per field of a settings dataclass: `learning_rate` becomes --learning-rate. Booleans
+    take a value (`--fine-tune 1`, what the Makefile passes) or none (`--force`). With omit_unset a
+    flag not given is left out of the parsed namespace, so a caller can tell given from default."""
+    defaults = settings_class()
+    for f in dataclasses.fields(settings_class):
+        default = getattr(defaults, f.name)
+        text = (helps or {}).get(f.name, "")
+        shown = int(default) if isinstance(default, bool) else repr(default)
+        options = dict(dest=f.name, default=argparse.SUPPRESS if omit_unset else default,
+                       help=f"{text} (default {shown})".strip())
+        if f.type == "bool":
+            options.update(type=parse_bool, nargs="?", const=True, metavar="1|0")
+        else:
+            options.update(type=_FLAG_TYPES[f.type])
+        parser.add_argument("--" + f.name.replace("_", "-"), **options)
 
 
 def to_dict(settings) -> dict:

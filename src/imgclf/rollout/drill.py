@@ -30,7 +30,7 @@ from tqdm import tqdm
 from imgclf import contract
 from imgclf.client.metrics import latency_percentiles
 from imgclf.rollout.markers import DEFAULT_LABELS, marker_of, write_marker_model
-from imgclf.settings import DrillSettings
+from imgclf.settings import DrillSettings, add_settings_flags
 
 MODEL_NAME = contract.DEFAULT_MODEL_NAME
 # After a change first reaches traffic the old version is still being unloaded: requests this
@@ -315,12 +315,8 @@ FLAG_HELP = {
 
 
 def build_parser(command: str = "drill") -> argparse.ArgumentParser:
-    defaults = DrillSettings()
     parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
-    for f in dataclasses.fields(DrillSettings):
-        default = getattr(defaults, f.name)
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=type(default), default=default,
-                            help=f"{FLAG_HELP[f.name]} (default: {default!r})")
+    add_settings_flags(parser, DrillSettings, FLAG_HELP)
     return parser
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from imgclf.settings import parse_bool
+
 # (name, type, default, help). Types: int, float, str, bool.
 MODEL_SERVER_FLAGS = [
     ("port", int, 8500, "TCP port to listen on for gRPC API. Disabled if port set to zero."),
@@ -71,16 +73,6 @@ MODEL_SERVER_FLAGS = [
     ("enable_grpc_healthcheck_service", bool, False, "(accepted, no-op)"),
     ("enable_serialization_as_tensor_content", bool, False, "(accepted; outputs are always tensor content)"),
 ]
-
-
-def parse_bool(text: str) -> bool:
-    """TensorFlow's flag syntax for booleans: --flag, --flag=true/false/1/0."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def add_model_server_flags(parser: argparse.ArgumentParser) -> None:

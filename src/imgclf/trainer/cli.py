@@ -4,29 +4,11 @@ Makefile's variables map one to one. The last line on stdout is the published ve
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
 
-from imgclf.settings import TrainSettings
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def parse_bool(text: str) -> bool:
-    value = str(text).strip().lower()
-    if value in _TRUE | _FALSE:
-        return value in _TRUE
-    raise argparse.ArgumentTypeError(f"expected 1/0, true/false or yes/no, got {text!r}")
-
-
-def optional_float(text: str) -> float | None:
-    return None if text.strip().lower() in ("", "none") else float(text)
-
-
-_PARSERS = {"str": str, "int": int, "float": float, "float | None": optional_float}
+from imgclf.settings import TrainSettings, add_settings_flags
 
 
 def build_parser(command: str = "train") -> argparse.ArgumentParser:
@@ -34,17 +16,7 @@ def build_parser(command: str = "train") -> argparse.ArgumentParser:
         prog=f"imgclf {command}",
         description="Train an image classifier on class folders and publish it as the next version. "
                     "Defaults live in imgclf/settings.py (TrainSettings).")
-    defaults = TrainSettings()
-    for field in dataclasses.fields(TrainSettings):
-        flag = "--" + field.name.replace("_", "-")
-        default = getattr(defaults, field.name)
-        if field.type == "bool":
-            # Both `--fine-tune 1` (what the Makefile passes) and a bare `--force` work.
-            parser.add_argument(flag, dest=field.name, type=parse_bool, nargs="?", const=True,
-                                default=default, metavar="1|0", help=f"default {int(default)}")
-        else:
-            parser.add_argument(flag, dest=field.name, type=_PARSERS[field.type], default=default,
-                                help=f"default {default!r}")
+    add_settings_flags(parser, TrainSettings)
     return parser
 
 
