@@ -77,8 +77,9 @@ def test_trains_on_a_hub_module_with_a_feature_cache(sample_dataset, tmp_path, t
     first = train(settings)
     assert first.report["splits"]["test"]["accuracy"] >= 0.9
     assert first.metadata["timing"]["features_seconds"] is not None
-    backbone = load_backbone(str(tiny_module), quadrants=True)
-    assert backbone.feature_dim == 5 * 24
+    backbone = load_backbone(str(tiny_module), quadrants=True, layout_grid=settings.layout_grid)
+    assert backbone.feature_dim == 5 * 24 + settings.layout_grid ** 2
+    assert set(first.metadata["timing"]["phases"]) == {"head-texture", "head-layout"}
     cache = FeatureCache(settings.cache_dir, backbone, images.Preprocessing(TINY_SIZE, True))
     cached = sorted(cache.folder.glob("*.npy"))
     assert len(cached) == 80
@@ -92,7 +93,19 @@ def test_trains_on_a_hub_module_with_a_feature_cache(sample_dataset, tmp_path, t
     # Other preprocessing options are another cache entry, never a stale hit.
     colour = FeatureCache(settings.cache_dir, backbone, images.Preprocessing(TINY_SIZE, False))
     whole_only = FeatureCache(settings.cache_dir, load_backbone(str(tiny_module)), images.Preprocessing(TINY_SIZE, True))
-    assert len({cache.folder, colour.folder, whole_only.folder}) == 3
+    no_layout = FeatureCache(settings.cache_dir, load_backbone(str(tiny_module), quadrants=True),
+                             images.Preprocessing(TINY_SIZE, True))
+    assert len({cache.folder, colour.folder, whole_only.folder, no_layout.folder}) == 4
+
+
+def test_without_a_layout_map_one_head_is_trained_and_exported(sample_dataset, tmp_path, tiny_module):
+    result = train(settings_for(sample_dataset, tmp_path, tiny_module, layout_grid=0))
+    assert set(result.metadata["timing"]["phases"]) == {"head"}
+    assert result.report["splits"]["test"]["accuracy"] >= 0.9
+    served = tf.saved_model.load(str(result.version_dir)).signatures[contract.SIGNATURE_NAME]
+    files = sorted((sample_dataset / result.labels[0]).iterdir())[:3]
+    scores = served(**{contract.INPUT_NAME: tf.constant([f.read_bytes() for f in files])})[contract.SCORES_OUTPUT]
+    np.testing.assert_allclose(scores.numpy().sum(axis=1), 1.0, rtol=1e-5)
 
 
 def test_exported_preprocessing_equals_training_preprocessing(trained_model):
@@ -138,6 +151,15 @@ def test_cli_prints_report_and_the_version_path_last(sample_dataset, tmp_path, c
     metadata = json.loads((version_dir / contract.ASSETS_EXTRA_DIR / contract.METADATA_FILE).read_text())
     assert metadata["preprocessing"] == {"image_size": 24, "grayscale": False}
     assert any((tmp_path / "logs").rglob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("flags, named", [(["--layout-weight", "1.5"], "--layout-weight 1.5"),
+                                           (["--layout-grid", "-1"], "--layout-grid -1")])
+def test_cli_out_of_range_layout_settings_name_the_flag(tmp_path, capsys, flags, named):
+    models = tmp_path / "models"
+    assert cli.main(["--data", str(tmp_path), "--models", str(models), *flags]) == 2
+    assert named in capsys.readouterr().err
+    assert not models.exists()
 
 
 def test_cli_bad_data_is_a_clear_error_and_publishes_nothing(tmp_path, capsys):

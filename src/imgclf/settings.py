@@ -40,9 +40,11 @@ class TrainSettings:
     dropout: float = 0.5                 # DROPOUT: before the softmax head
     label_smoothing: float = 0.1         # LABEL_SMOOTHING
     patience: int = 15                   # PATIENCE: epochs without a better validation loss
-    min_delta: float = 0.005             # MIN_DELTA: a smaller fall of the loss is not "better"
+    min_delta: float = 0.0               # MIN_DELTA: a smaller fall of the loss is not "better"
     grayscale: bool = True               # GRAYSCALE: drop colour in preprocessing (a shortcut cue)
     quadrants: bool = True               # QUADRANTS: add features of each image quarter at 2x (5 passes)
+    layout_grid: int = 32                # LAYOUT_GRID: side of the page's ink map a second head reads; 0 = off
+    layout_weight: float = 0.33          # LAYOUT_WEIGHT: that head's share of the scores
     cache_dir: str = ""                  # CACHE_DIR: feature cache; "" = <models>/.cache/features
     warmup_records: int = 8              # WARMUP_RECORDS: real images replayed by the server on load
     log_dir: str = ""                    # LOG_DIR: TensorBoard logs; "" = <models>/.logs/<model_name>

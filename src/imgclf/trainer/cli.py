@@ -20,11 +20,23 @@ def build_parser(command: str = "train") -> argparse.ArgumentParser:
     return parser
 
 
+def settings_problem(settings: TrainSettings) -> str | None:
+    """What is wrong with the settings before anything loads, naming the flag; None when nothing."""
+    if not settings.data:
+        return "--data is required (one sub-folder of images per class)"
+    if settings.layout_grid < 0:
+        return f"--layout-grid {settings.layout_grid}: must be 0 (off) or a grid side such as 32"
+    if not 0.0 <= settings.layout_weight <= 1.0:
+        return f"--layout-weight {settings.layout_weight}: must lie between 0 and 1"
+    return None
+
+
 def main(argv: list[str], command: str = "train") -> int:
     arguments = build_parser(command).parse_args(argv)
     settings = TrainSettings(**vars(arguments))
-    if not settings.data:
-        print(f"imgclf {command}: --data is required (one sub-folder of images per class)", file=sys.stderr)
+    problem = settings_problem(settings)
+    if problem:
+        print(f"imgclf {command}: {problem}", file=sys.stderr)
         return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)

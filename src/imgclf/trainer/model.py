@@ -16,14 +16,62 @@ from imgclf import images
 from imgclf.trainer.backbone import Backbone
 
 
-def build_head(feature_dim: int, num_classes: int, dropout: float, seed: int) -> keras.Model:
+def build_head(feature_dim: int, num_classes: int, dropout: float, seed: int,
+               name: str = "head") -> keras.Model:
     """features -> dropout -> softmax over the classes."""
     return keras.Sequential([
         keras.Input((feature_dim,)),
         keras.layers.Dropout(dropout, seed=seed),
         keras.layers.Dense(num_classes, activation="softmax",
                            kernel_initializer=keras.initializers.GlorotUniform(seed=seed)),
-    ], name="head")
+    ], name=name)
+
+
+@dataclass
+class Branch:
+    """One head of the classifier and the columns of the features it reads."""
+
+    name: str
+    model: keras.Model
+    columns: slice
+
+
+class MixScores(keras.layers.Layer):
+    """The weighted mean of the branches' probabilities: still probabilities that sum to 1."""
+
+    def __init__(self, shares: Sequence[float], **kwargs):
+        super().__init__(**kwargs)
+        self.shares = tuple(float(share) for share in shares)
+
+    def call(self, branch_scores):
+        return tf.add_n([share * scores for share, scores in zip(self.shares, branch_scores)])
+
+
+def build_classifier_head(feature_dim: int, layout_dim: int, num_classes: int, dropout: float,
+                          seed: int, layout_weight: float) -> tuple[keras.Model, list[Branch]]:
+    """The head to export and the branches inside it.
+
+    Without a layout map that is one softmax head. With one, a texture head reads the backbone's
+    features and a layout head the ink map, and the scores are their probabilities mixed with
+    layout_weight. On cached features each branch is fitted on its own, with its own early
+    stopping: fitted jointly, the mix scored lower (0.968 against 0.971 mean validation accuracy
+    over six seeds on the shared pages)."""
+    if not layout_dim:
+        head = build_head(feature_dim, num_classes, dropout, seed)
+        return head, [Branch("head", head, slice(0, feature_dim))]
+    if not 0.0 <= layout_weight <= 1.0:
+        raise ValueError(f"layout_weight={layout_weight}: must lie between 0 and 1")
+    texture_dim = feature_dim - layout_dim
+    branches = [
+        Branch("texture", build_head(texture_dim, num_classes, dropout, seed, "texture_head"),
+               slice(0, texture_dim)),
+        Branch("layout", build_head(layout_dim, num_classes, dropout, seed + 1, "layout_head"),
+               slice(texture_dim, feature_dim)),
+    ]
+    features = keras.Input((feature_dim,))
+    scores = MixScores([1.0 - layout_weight, layout_weight], name="mix_scores")(
+        [branch.model(features[:, branch.columns]) for branch in branches])
+    return keras.Model(features, scores, name="head"), branches
 
 
 def build_full_model(backbone: Backbone, head: keras.Model) -> keras.Model:

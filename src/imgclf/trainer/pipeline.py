@@ -8,6 +8,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ def train(settings: TrainSettings) -> TrainResult:
     started = time.perf_counter()
     keras.utils.set_random_seed(settings.seed)
     backbone = load_backbone(settings.module, settings.image_size, trainable=settings.fine_tune,
-                             quadrants=settings.quadrants)
+                             quadrants=settings.quadrants, layout_grid=settings.layout_grid)
     options = images.Preprocessing(backbone.image_size, settings.grayscale)
     cache = None if backbone.is_scratch else FeatureCache(feature_cache_dir(settings), backbone, options)
     dataset = discover(settings.data, settings.validation_percent, settings.test_percent,
@@ -89,9 +90,11 @@ def run_log_dir(settings: TrainSettings) -> str:
 def fit_classifier(dataset: Dataset, backbone: Backbone, options: images.Preprocessing,
                    cache: FeatureCache | None, settings: TrainSettings, log_dir: str) -> Trained:
     """Trains the head on cached features when the backbone is frozen and images are not
-    augmented; otherwise end to end on images. Fine-tuning then unfreezes the backbone."""
+    augmented, one branch after the other; otherwise end to end on images. Fine-tuning then
+    unfreezes the backbone."""
     k = len(dataset.labels)
-    head = model.build_head(backbone.feature_dim, k, settings.dropout, settings.seed)
+    head, branches = model.build_classifier_head(backbone.feature_dim, backbone.layout_dim, k,
+                                                 settings.dropout, settings.seed, settings.layout_weight)
     full = model.build_full_model(backbone, head)
     train, validation = dataset.split("train"), dataset.split("validation")
     phases, features, features_seconds = {}, {}, None
@@ -109,8 +112,8 @@ def fit_classifier(dataset: Dataset, backbone: Backbone, options: images.Preproc
     def on_images(examples, shuffle=False):
         return image_batches(examples, k, options, settings, shuffle=shuffle, augment=shuffle and settings.augment)
 
-    def on_cached(examples, shuffle=False):
-        return feature_batches(examples, features, k, settings, shuffle=shuffle)
+    def on_cached(examples, shuffle=False, columns=slice(None)):
+        return feature_batches(examples, features, k, settings, shuffle=shuffle, columns=columns)
 
     if on_features:
         begun = time.perf_counter()
@@ -118,7 +121,10 @@ def fit_classifier(dataset: Dataset, backbone: Backbone, options: images.Preproc
                                    settings.progress)
         features_seconds = time.perf_counter() - begun
         features = dict(zip((e.digest for e in dataset.examples), vectors))
-        run_phase("head", head, on_cached, settings.learning_rate, settings.epochs)
+        for branch in branches:
+            phase = "head" if len(branches) == 1 else f"head-{branch.name}"
+            run_phase(phase, branch.model, partial(on_cached, columns=branch.columns),
+                      settings.learning_rate, settings.epochs)
     else:
         run_phase("end-to-end" if backbone.is_scratch else "head-on-images", full, on_images,
                   settings.learning_rate, settings.epochs)
@@ -137,8 +143,8 @@ def fit_classifier(dataset: Dataset, backbone: Backbone, options: images.Preproc
 
 
 def feature_batches(examples: list[Example], features: dict, k: int, settings: TrainSettings,
-                    shuffle: bool = False) -> tf.data.Dataset:
-    stacked = np.stack([features[e.digest] for e in examples])
+                    shuffle: bool = False, columns: slice = slice(None)) -> tf.data.Dataset:
+    stacked = np.stack([features[e.digest][columns] for e in examples])
     targets = model.one_hot([e.label_index for e in examples], k)
     return model.feature_batches(stacked, targets, settings.batch_size,
                                  shuffle_seed=settings.seed if shuffle else None)
