@@ -44,12 +44,13 @@ def measure(images: Path, rest_url: str, grpc_target: str, protocol: str, batch:
 
 
 def link_tree(source: Path, target: Path, count: int) -> Path:
-    """`count` symbolic links to source's images, cycling, in class folders like the source's."""
+    """`count` symbolic links to source's images, cycling, in class folders like the source's.
+    Links point at absolute paths: a relative one would be read from the link's own folder."""
     originals = list(contract.iter_image_files(source))
     for index, original in zip(range(count), itertools.cycle(originals)):
         folder = target / original.parent.relative_to(source)
         folder.mkdir(parents=True, exist_ok=True)
-        os.symlink(original, folder / f"{index:07d}{original.suffix}")
+        os.symlink(original.resolve(), folder / f"{index:07d}{original.suffix}")
     return target
 
 
