@@ -51,7 +51,10 @@ def test_quick_bench_figures_are_consistent(quick_run):
 
     training = results["training"]
     epochs = bench.QUICK_SETTINGS["epochs"]
-    assert len(training["cached"]["epoch_seconds"]) == len(training["recomputed"]["epoch_seconds"]) == epochs
+    assert {phase: len(seconds) for phase, seconds in training["cached"]["phases"].items()} == {
+        "head-texture": epochs, "head-layout": epochs}
+    assert {phase: len(seconds) for phase, seconds in training["recomputed"]["phases"].items()} == {
+        "head-on-images": epochs}
     assert training["cached"]["features_seconds"] is not None
     assert training["recomputed"]["features_seconds"] is None
     assert training["ratio"] == pytest.approx(training["cached"]["seconds"] / training["recomputed"]["seconds"])

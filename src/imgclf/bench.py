@@ -116,16 +116,18 @@ def measure_request_bytes(pages: list[Path]) -> dict:
 
 
 # --- 3. training -------------------------------------------------------------------------------
-def frozen_backbone(inputs: Inputs, quadrants: bool):
-    from imgclf.trainer.backbone import load_backbone
+def frozen_backbone(inputs: Inputs, settings: TrainSettings):
+    from imgclf.trainer.backbone import load_backbone, with_layout_map
 
     if inputs.module != SCRATCH_MODULE:
-        return load_backbone(inputs.module, inputs.image_size, quadrants=quadrants)
+        return load_backbone(inputs.module, inputs.image_size, quadrants=settings.quadrants,
+                             layout_grid=settings.layout_grid)
     # A frozen, randomly initialised scratch network stands in for a pretrained module: what the
     # cache saves depends on the backbone's cost, not on its weights.
     backbone = load_backbone(SCRATCH_MODULE, inputs.image_size)
     backbone.layer.trainable = False
-    return dataclasses.replace(backbone, fingerprint="frozen-scratch")
+    backbone = dataclasses.replace(backbone, fingerprint="frozen-scratch")
+    return with_layout_map(backbone, settings.layout_grid) if settings.layout_grid else backbone
 
 
 def measure_training(inputs: Inputs, epochs: int, workdir: Path) -> dict:
@@ -141,7 +143,7 @@ def measure_training(inputs: Inputs, epochs: int, workdir: Path) -> dict:
 
     settings = TrainSettings(data=str(inputs.train_dir), module=inputs.module, image_size=inputs.image_size,
                              epochs=epochs, patience=epochs, progress=False)
-    backbone = frozen_backbone(inputs, settings.quadrants)
+    backbone = frozen_backbone(inputs, settings)
     options = images.Preprocessing(backbone.image_size, settings.grayscale)
     dataset = discover(settings.data, settings.validation_percent, settings.test_percent, FileProbe(options))
     runs = {}
@@ -151,10 +153,12 @@ def measure_training(inputs: Inputs, epochs: int, workdir: Path) -> dict:
         keras.utils.set_random_seed(settings.seed)
         started = time.perf_counter()
         trained = fit_classifier(dataset, backbone, options, cache, settings, log_dir=None)
+        # On the cache each head (texture, layout) is its own phase of `epochs`; on images one.
         runs[name] = {"seconds": time.perf_counter() - started, "features_seconds": trained.features_seconds,
-                      "epoch_seconds": [s for phase in trained.phases.values() for s in phase["epoch_seconds"]]}
+                      "phases": {phase: figures["epoch_seconds"] for phase, figures in trained.phases.items()}}
     return {"epochs": epochs, "images": len(dataset.examples), "train_images": len(dataset.split("train")),
             "backbone": inputs.module, "image_size": backbone.image_size, "quadrants": settings.quadrants,
+            "layout_grid": settings.layout_grid,
             **runs, "ratio": runs["cached"]["seconds"] / runs["recomputed"]["seconds"]}
 
 
