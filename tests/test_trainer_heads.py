@@ -46,7 +46,7 @@ def test_layout_map_is_optional_and_refuses_a_negative_grid():
 def test_mixed_scores_are_the_weighted_mean_of_the_branches():
     head, branches = build_classifier_head(feature_dim=10, layout_dim=4, num_classes=3, dropout=0.5,
                                            seed=7, layout_weight=0.25)
-    assert [(b.name, b.columns) for b in branches] == [("texture", slice(0, 6)), ("layout", slice(6, 10))]
+    assert [(b.name, b.columns) for b in branches] == [("head-texture", slice(0, 6)), ("head-layout", slice(6, 10))]
     features = np.random.default_rng(0).normal(size=[5, 10]).astype(np.float32)
     texture = branches[0].model(features[:, :6], training=False).numpy()
     layout = branches[1].model(features[:, 6:], training=False).numpy()
@@ -60,5 +60,6 @@ def test_without_layout_features_the_head_is_one_branch_over_all_features():
     head, branches = build_classifier_head(feature_dim=10, layout_dim=0, num_classes=2, dropout=0.5,
                                            seed=7, layout_weight=0.33)
     assert len(branches) == 1 and branches[0].model is head and branches[0].columns == slice(0, 10)
+    assert branches[0].name == "head"
     with pytest.raises(ValueError, match="layout_weight=1.5"):
         build_classifier_head(10, 4, 2, 0.5, 7, layout_weight=1.5)

@@ -31,7 +31,7 @@ def build_head(feature_dim: int, num_classes: int, dropout: float, seed: int,
 class Branch:
     """One head of the classifier and the columns of the features it reads."""
 
-    name: str
+    name: str               # also the name of its training phase (timing, TensorBoard)
     model: keras.Model
     columns: slice
 
@@ -63,9 +63,9 @@ def build_classifier_head(feature_dim: int, layout_dim: int, num_classes: int, d
         raise ValueError(f"layout_weight={layout_weight}: must lie between 0 and 1")
     texture_dim = feature_dim - layout_dim
     branches = [
-        Branch("texture", build_head(texture_dim, num_classes, dropout, seed, "texture_head"),
+        Branch("head-texture", build_head(texture_dim, num_classes, dropout, seed, "texture_head"),
                slice(0, texture_dim)),
-        Branch("layout", build_head(layout_dim, num_classes, dropout, seed + 1, "layout_head"),
+        Branch("head-layout", build_head(layout_dim, num_classes, dropout, seed + 1, "layout_head"),
                slice(texture_dim, feature_dim)),
     ]
     features = keras.Input((feature_dim,))

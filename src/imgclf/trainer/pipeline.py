@@ -122,8 +122,7 @@ def fit_classifier(dataset: Dataset, backbone: Backbone, options: images.Preproc
         features_seconds = time.perf_counter() - begun
         features = dict(zip((e.digest for e in dataset.examples), vectors))
         for branch in branches:
-            phase = "head" if len(branches) == 1 else f"head-{branch.name}"
-            run_phase(phase, branch.model, partial(on_cached, columns=branch.columns),
+            run_phase(branch.name, branch.model, partial(on_cached, columns=branch.columns),
                       settings.learning_rate, settings.epochs)
     else:
         run_phase("end-to-end" if backbone.is_scratch else "head-on-images", full, on_images,
