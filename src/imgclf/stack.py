@@ -54,7 +54,8 @@ class ImageSpec:
 
     @property
     def default_name(self) -> str:
-        return f"imgclf-{self.service}:{__version__}"
+        # IMGCLF_IMAGE_TAG keeps builds of two checkouts on one engine apart (default: the version).
+        return f"imgclf-{self.service}:{os.environ.get('IMGCLF_IMAGE_TAG') or __version__}"
 
 
 IMAGES = {
