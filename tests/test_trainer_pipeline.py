@@ -2,6 +2,7 @@
 through the CLI, and safely when it fails or is killed."""
 
 import json
+import logging
 import shutil
 import signal
 import subprocess
@@ -14,10 +15,11 @@ import pytest
 import tensorflow as tf
 
 from imgclf import contract, images
-from imgclf.settings import TrainSettings
+from imgclf.settings import SettingsError, TrainSettings
 from imgclf.trainer import cli
 from imgclf.trainer.backbone import ModuleError, load_backbone
-from imgclf.trainer.features import FeatureCache, image_dataset
+from imgclf.trainer.features import FeatureCache
+from imgclf.trainer.inputs import image_dataset
 from imgclf.trainer.pipeline import train
 
 TINY_SIZE = 32
@@ -198,3 +200,28 @@ def test_an_export_killed_midway_leaves_no_numeric_folder(sample_dataset, tmp_pa
             process.kill()
     assert staged, "the trainer finished or failed before it began to export"
     assert contract.list_versions(base) == []
+
+
+@pytest.mark.parametrize("overrides, named", [
+    (dict(layout_weight=1.5), "--layout-weight 1.5"), (dict(layout_grid=-1), "--layout-grid -1"),
+    (dict(epochs=0), "--epochs 0"), (dict(dropout=1.0), "--dropout 1.0"),
+    (dict(validation_percent=60, test_percent=40), "--validation-percent 60 and --test-percent 40"),
+    (dict(data=""), "--data is required")])
+def test_settings_problems_are_said_once_naming_the_flag(tmp_path, overrides, named):
+    settings = TrainSettings(**{"data": str(tmp_path), "models": str(tmp_path / "m"), **overrides})
+    assert named in settings.problem()
+    with pytest.raises(SettingsError, match=named):     # the library refuses them too
+        train(settings)
+    assert TrainSettings(data=str(tmp_path)).problem() is None
+
+
+def test_without_a_terminal_progress_is_one_log_line_per_epoch(sample_dataset, tmp_path, tiny_module, caplog,
+                                                                capsys):
+    settings = settings_for(sample_dataset, tmp_path, tiny_module, progress=None, layout_grid=0, epochs=4,
+                            patience=10)
+    with caplog.at_level(logging.INFO, logger="imgclf"):
+        train(settings)
+    epochs = [r.getMessage() for r in caplog.records if " epoch " in r.getMessage()]
+    assert [line.split(":")[0] for line in epochs] == [f"head epoch {i}/4" for i in range(1, 5)]
+    assert any(r.getMessage().startswith("features: 80/80 images") for r in caplog.records)
+    assert "\r" not in capsys.readouterr().err     # no bar redrawn into the log

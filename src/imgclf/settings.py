@@ -48,10 +48,42 @@ class TrainSettings:
     cache_dir: str = ""                  # CACHE_DIR: feature cache; "" = <models>/.cache/features
     warmup_records: int = 8              # WARMUP_RECORDS: real images replayed by the server on load
     log_dir: str = ""                    # LOG_DIR: TensorBoard logs; "" = <models>/.logs/<model_name>
-    progress: bool = True                # PROGRESS: progress bar per epoch
+    progress: bool | None = None         # PROGRESS: bars (1) or none (0); unset = bars on a terminal,
+                                         #   else one log line per epoch and per tenth of the features
     validate: str = ""                   # VALIDATE: extra held-out folder for the promotion gate
     tolerance: float | None = None       # TOLERANCE: for the gate; None = RolloutSettings.tolerance
     force: bool = False                  # FORCE: publish even when the gate refuses
+
+    def problem(self) -> str | None:
+        """What is wrong with these settings, naming the flag; None when nothing. Checked before
+        anything loads (the CLI exits 2 on it) and again by the library (SettingsError)."""
+        for check, text in _TRAIN_CHECKS:
+            if not check(self):
+                return text.format(s=self)
+        return None
+
+
+class SettingsError(ValueError):
+    """Settings that cannot work; the message names the flag and the allowed values."""
+
+
+_TRAIN_CHECKS = (
+    (lambda s: bool(s.data), "--data is required (one sub-folder of images per class)"),
+    (lambda s: s.epochs >= 1, "--epochs {s.epochs}: must be 1 or more"),
+    (lambda s: s.batch_size >= 1, "--batch-size {s.batch_size}: must be 1 or more"),
+    (lambda s: s.learning_rate > 0, "--learning-rate {s.learning_rate}: must be above 0"),
+    (lambda s: s.image_size >= 0, "--image-size {s.image_size}: must be 0 (the module's own) or a size"),
+    (lambda s: 0.0 <= s.dropout < 1.0, "--dropout {s.dropout}: must lie in [0, 1)"),
+    (lambda s: 0.0 <= s.label_smoothing < 1.0, "--label-smoothing {s.label_smoothing}: must lie in [0, 1)"),
+    (lambda s: s.patience >= 0, "--patience {s.patience}: must be 0 or more"),
+    (lambda s: s.layout_grid >= 0, "--layout-grid {s.layout_grid}: must be 0 (off) or a grid side such as 32"),
+    (lambda s: 0.0 <= s.layout_weight <= 1.0, "--layout-weight {s.layout_weight}: must lie between 0 and 1"),
+    (lambda s: s.validation_percent >= 0 and s.test_percent >= 0
+     and s.validation_percent + s.test_percent < 100,
+     "--validation-percent {s.validation_percent} and --test-percent {s.test_percent}: "
+     "each must be 0 or more and together below 100"),
+    (lambda s: s.warmup_records >= 0, "--warmup-records {s.warmup_records}: must be 0 or more"),
+)
 
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
@@ -84,7 +116,7 @@ def add_settings_flags(parser: argparse.ArgumentParser, settings_class, helps: d
         shown = int(default) if isinstance(default, bool) else repr(default)
         options = dict(dest=f.name, default=argparse.SUPPRESS if omit_unset else default,
                        help=f"{text} (default {shown})".strip())
-        if f.type == "bool":
+        if f.type in ("bool", "bool | None"):
             options.update(type=parse_bool, nargs="?", const=True, metavar="1|0")
         else:
             options.update(type=_FLAG_TYPES[f.type])

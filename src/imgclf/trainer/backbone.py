@@ -48,8 +48,6 @@ def load_backbone(module: str, image_size: int = 0, trainable: bool = False,
     quadrants adds the features of each quarter of the image, enlarged (see QuadrantViews); the
     scratch backbone learns its own scales and ignores it. layout_grid > 0 appends the page's ink
     map on a layout_grid x layout_grid grid (see LayoutMap)."""
-    if layout_grid < 0:
-        raise ValueError(f"layout_grid={layout_grid}: must be 0 (off) or a grid side such as 32")
     backbone = _load_features(module, image_size, trainable, quadrants)
     return with_layout_map(backbone, layout_grid) if layout_grid else backbone
 

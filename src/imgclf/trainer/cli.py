@@ -20,21 +20,10 @@ def build_parser(command: str = "train") -> argparse.ArgumentParser:
     return parser
 
 
-def settings_problem(settings: TrainSettings) -> str | None:
-    """What is wrong with the settings before anything loads, naming the flag; None when nothing."""
-    if not settings.data:
-        return "--data is required (one sub-folder of images per class)"
-    if settings.layout_grid < 0:
-        return f"--layout-grid {settings.layout_grid}: must be 0 (off) or a grid side such as 32"
-    if not 0.0 <= settings.layout_weight <= 1.0:
-        return f"--layout-weight {settings.layout_weight}: must lie between 0 and 1"
-    return None
-
-
 def main(argv: list[str], command: str = "train") -> int:
     arguments = build_parser(command).parse_args(argv)
     settings = TrainSettings(**vars(arguments))
-    problem = settings_problem(settings)
+    problem = settings.problem()   # before TensorFlow loads
     if problem:
         print(f"imgclf {command}: {problem}", file=sys.stderr)
         return 2
@@ -46,13 +35,14 @@ def main(argv: list[str], command: str = "train") -> int:
         lambda record: "is slow compared to the batch time" not in record.getMessage())
     from imgclf.contract import ContractError
     from imgclf.rollout.publish import PublishError
+    from imgclf.settings import SettingsError
     from imgclf.trainer.backbone import ModuleError
     from imgclf.trainer.data import DataError
     from imgclf.trainer.pipeline import train
 
     try:
         result = train(settings)
-    except (DataError, ModuleError, ContractError, PublishError) as error:
+    except (DataError, ModuleError, ContractError, PublishError, SettingsError) as error:
         # The gate's refusal (a PublishError) says itself where the staged model waits.
         print(f"imgclf {command}: error: {error}", file=sys.stderr)
         return 1

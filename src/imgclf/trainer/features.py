@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -19,18 +21,13 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from imgclf import images
+from imgclf.trainer import inputs
 from imgclf.trainer.backbone import Backbone
 from imgclf.trainer.data import Example
 
+log = logging.getLogger(__name__)
+
 _CACHE_FORMAT = 1   # bump when what a cached file holds changes
-
-
-def image_dataset(paths: Sequence[str | Path], options: images.Preprocessing) -> tf.data.Dataset:
-    """Decoded images [size, size, 3], one per path in order; files are read and decoded in
-    parallel."""
-    files = tf.data.Dataset.from_tensor_slices([str(p) for p in paths])
-    return files.map(lambda path: images.decode_and_resize(tf.io.read_file(path), options),
-                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 class FeatureCache:
@@ -90,22 +87,50 @@ class FileProbe:
 
 
 def compute_features(examples: Sequence[Example], backbone: Backbone, options: images.Preprocessing,
-                     cache: FeatureCache, batch_size: int, progress: bool = True) -> np.ndarray:
-    """Features [N, D] in the order of examples; the backbone runs only on images not in the cache."""
+                     cache: FeatureCache, batch_size: int, bars: bool | None = None) -> np.ndarray:
+    """Features [N, D] in the order of examples; the backbone runs only on images not in the cache.
+    bars: a progress bar (True), a log line per tenth of the images (False), or nothing (None)."""
     missing = {e.digest: e.path for e in examples if not cache.has(e.digest)}
     if missing:
         digests = list(missing)
-        batches = image_dataset([missing[d] for d in digests], options).batch(batch_size)
+        batches = inputs.image_dataset([missing[d] for d in digests], options).batch(batch_size)
         batches = batches.prefetch(tf.data.AUTOTUNE)
         extract = tf.function(lambda batch: backbone.layer(batch, training=False), reduce_retracing=True)
         done = 0
-        with tqdm(total=len(digests), desc="features", unit="img", disable=not progress) as bar:
+        with Progress(len(digests), "features", bars) as progress:
             for batch in batches:
                 vectors = extract(batch).numpy()
                 for digest, vector in zip(digests[done:done + len(vectors)], vectors):
                     cache.store(digest, vector)
                 done += len(vectors)
-                bar.update(len(vectors))
+                progress.update(len(vectors))
     if not examples:
         return np.zeros([0, backbone.feature_dim], np.float32)
     return np.stack([cache.load(e.digest) for e in examples])
+
+
+class Progress:
+    """Counts images done: a tqdm bar on a terminal, else a log line at each tenth of the total."""
+
+    def __init__(self, total: int, what: str, bars: bool | None):
+        self.total, self.what, self.done, self.logged = total, what, 0, 0
+        self.bar = tqdm(total=total, desc=what, unit="img") if bars else None
+        self.quiet = bars is None
+        self.started = time.perf_counter()
+
+    def update(self, count: int) -> None:
+        self.done += count
+        if self.bar is not None:
+            self.bar.update(count)
+        elif not self.quiet and (self.done - self.logged >= self.total / 10 or self.done == self.total):
+            self.logged = self.done
+            seconds = time.perf_counter() - self.started
+            log.info("%s: %d/%d images, %.1f s (%.1f images/s)", self.what, self.done, self.total,
+                     seconds, self.done / seconds if seconds else 0.0)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()

@@ -3,17 +3,18 @@ callbacks around them: early stopping with the best weights restored, TensorBoar
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 from tqdm import tqdm
 
-from imgclf import images
 from imgclf.trainer.backbone import Backbone
+
+log = logging.getLogger(__name__)
 
 
 def build_head(feature_dim: int, num_classes: int, dropout: float, seed: int,
@@ -59,8 +60,6 @@ def build_classifier_head(feature_dim: int, layout_dim: int, num_classes: int, d
     if not layout_dim:
         head = build_head(feature_dim, num_classes, dropout, seed)
         return head, [Branch("head", head, slice(0, feature_dim))]
-    if not 0.0 <= layout_weight <= 1.0:
-        raise ValueError(f"layout_weight={layout_weight}: must lie between 0 and 1")
     texture_dim = feature_dim - layout_dim
     branches = [
         Branch("head-texture", build_head(texture_dim, num_classes, dropout, seed, "texture_head"),
@@ -94,24 +93,31 @@ def compile_for_training(model: keras.Model, learning_rate: float, label_smoothi
 
 
 class EpochProgress(keras.callbacks.Callback):
-    """A tqdm bar per epoch (tqdm's own Keras callback binds to Keras 3, not to tf_keras)."""
+    """A tqdm bar per epoch on a terminal (tqdm's own Keras callback binds to Keras 3, not to
+    tf_keras); otherwise one log line per epoch, so logs get no bar redrawn line after line."""
 
-    def __init__(self, steps: int, epochs: int, phase: str, enabled: bool = True):
+    def __init__(self, steps: int, epochs: int, phase: str, bars: bool):
         super().__init__()
-        self.steps, self.epochs, self.phase, self.enabled = steps, epochs, phase, enabled
+        self.steps, self.epochs, self.phase, self.bars = steps, epochs, phase, bars
         self.bar = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.bar = tqdm(total=self.steps, desc=f"{self.phase} epoch {epoch + 1}/{self.epochs}",
-                        unit="batch", disable=not self.enabled, leave=True, mininterval=0.5)
+        if self.bars:
+            self.bar = tqdm(total=self.steps, desc=f"{self.phase} epoch {epoch + 1}/{self.epochs}",
+                            unit="batch", leave=True, mininterval=0.5)
 
     def on_train_batch_end(self, batch, logs=None):
-        self.bar.update(1)
+        if self.bar is not None:
+            self.bar.update(1)
 
     def on_epoch_end(self, epoch, logs=None):
         shown = {k: f"{v:.4f}" for k, v in (logs or {}).items()}
-        self.bar.set_postfix(shown, refresh=False)
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.set_postfix(shown, refresh=False)
+            self.bar.close()
+        else:
+            log.info("%s epoch %d/%d: %s", self.phase, epoch + 1, self.epochs,
+                     " ".join(f"{k} {v}" for k, v in shown.items()))
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -135,62 +141,22 @@ class FitResult:
 
 def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset | None, *,
         steps: int, epochs: int, patience: int, log_dir: str | None, phase: str,
-        progress: bool, min_delta: float = 0.0) -> FitResult:
+        bars: bool | None, min_delta: float = 0.0) -> FitResult:
     """Fits with early stopping on the validation loss (the training loss when there is no
-    validation data), restoring the weights of the best epoch."""
+    validation data), restoring the weights of the best epoch. bars: a progress bar per epoch
+    (True), a log line per epoch (False), or nothing (None: fits too quick and many to show)."""
     monitor = "val_loss" if validation is not None else "loss"
     timer = EpochTimer()
     stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, min_delta=min_delta,
                                             restore_best_weights=True)
-    callbacks = [
-        stopper,
-        EpochProgress(steps, epochs, phase, progress),
-        timer,
-    ]
+    callbacks = [stopper, timer]
+    if bars is not None:
+        callbacks.append(EpochProgress(steps, epochs, phase, bars))
     if log_dir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=f"{log_dir}/{phase}", profile_batch=0,
                                                      write_graph=False))
     history = model.fit(train, validation_data=validation, epochs=epochs, callbacks=callbacks, verbose=0)
     return FitResult(timer.seconds, history.history, stopper.best_epoch + 1)
-
-
-def one_hot(label_indices: Sequence[int], num_classes: int) -> np.ndarray:
-    return np.eye(num_classes, dtype=np.float32)[np.asarray(label_indices, dtype=np.int64)]
-
-
-def feature_batches(features: np.ndarray, targets: np.ndarray, batch_size: int, *,
-                    shuffle_seed: int | None) -> tf.data.Dataset:
-    batches = tf.data.Dataset.from_tensor_slices((features, targets))
-    if shuffle_seed is not None:
-        batches = batches.shuffle(len(features), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return batches.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def image_batches(paths: Sequence[str], targets: np.ndarray, options: images.Preprocessing,
-                  batch_size: int, *, shuffle_seed: int | None, augment: bool) -> tf.data.Dataset:
-    """Decoded (and, when asked, augmented) images with their targets; decoding runs in parallel."""
-    batches = tf.data.Dataset.from_tensor_slices(([str(p) for p in paths], targets))
-    if shuffle_seed is not None:   # shuffle names, not decoded images: no big buffer
-        batches = batches.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
-
-    def load(path, target):
-        image = images.decode_and_resize(tf.io.read_file(path), options)
-        return (augment_image(image) if augment else image), target
-
-    return batches.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def augment_image(image: tf.Tensor) -> tf.Tensor:
-    """Small shifts and zooms, brightness and contrast: how scans and renderings of the same
-    kind of page differ. No flips: a mirrored page is not a page."""
-    size = tf.shape(image)[0]
-    scale = tf.random.uniform([], 1.0, 1.15)
-    grown = tf.cast(tf.cast(size, tf.float32) * scale, tf.int32)
-    image = tf.image.resize(image, [grown, grown], antialias=True)
-    image = tf.image.random_crop(image, [size, size, 3])
-    image = tf.image.random_brightness(image, 0.1)
-    image = tf.image.random_contrast(image, 0.8, 1.2)
-    return tf.clip_by_value(image, 0.0, 1.0)
 
 
 def steps_per_epoch(count: int, batch_size: int) -> int:

@@ -8,7 +8,6 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +16,8 @@ import tf_keras as keras
 
 from imgclf import contract, images, settings as settings_module
 from imgclf.rollout import publish as publishing
-from imgclf.settings import TrainSettings
-from imgclf.trainer import export, model, report
+from imgclf.settings import SettingsError, TrainSettings
+from imgclf.trainer import export, inputs, model, report
 from imgclf.trainer.backbone import Backbone, load_backbone
 from imgclf.trainer.data import SPLITS, Dataset, Example, discover
 from imgclf.trainer.features import FeatureCache, FileProbe, compute_features
@@ -38,16 +37,22 @@ class TrainResult:
 
 @dataclass
 class Trained:
-    """What training produced: the layers to export and a way to score any examples."""
+    """What training produced: the layers to export, and how to score examples with them."""
 
     backbone: Backbone
     head: keras.Model
-    phases: dict            # phase -> {"epoch_seconds": [...], "best_epoch": n}
+    classifier: keras.Model          # images -> backbone -> head
+    phases: dict                     # phase -> {"epoch_seconds": [...], "best_epoch": n}
     features_seconds: float | None
-    scores_of: callable     # list[Example] -> probabilities [N, K]
+    # Cached features by image digest while they still are what the exported backbone computes;
+    # None when there are none or fine-tuning moved the backbone: then scoring runs on images.
+    features: dict[str, np.ndarray] | None
 
 
 def train(settings: TrainSettings) -> TrainResult:
+    problem = settings.problem()
+    if problem:
+        raise SettingsError(problem)
     started = time.perf_counter()
     keras.utils.set_random_seed(settings.seed)
     backbone = load_backbone(settings.module, settings.image_size, trainable=settings.fine_tune,
@@ -58,7 +63,7 @@ def train(settings: TrainSettings) -> TrainResult:
                        FileProbe(options, cache))
     log_dir = run_log_dir(settings)
     trained = fit_classifier(dataset, backbone, options, cache, settings, log_dir)
-    run_report = build_report(dataset, trained)
+    run_report = build_report(dataset, trained, options, settings.batch_size)
     print(report.format_report(run_report), flush=True)
 
     base_path = contract.model_base_path(settings.models, settings.model_name)
@@ -88,79 +93,95 @@ def run_log_dir(settings: TrainSettings) -> str:
 
 
 def fit_classifier(dataset: Dataset, backbone: Backbone, options: images.Preprocessing,
-                   cache: FeatureCache | None, settings: TrainSettings, log_dir: str) -> Trained:
+                   cache: FeatureCache | None, settings: TrainSettings, log_dir: str | None) -> Trained:
     """Trains the head on cached features when the backbone is frozen and images are not
     augmented, one branch after the other; otherwise end to end on images. Fine-tuning then
     unfreezes the backbone."""
-    k = len(dataset.labels)
-    head, branches = model.build_classifier_head(backbone.feature_dim, backbone.layout_dim, k,
+    head, branches = model.build_classifier_head(backbone.feature_dim, backbone.layout_dim, len(dataset.labels),
                                                  settings.dropout, settings.seed, settings.layout_weight)
-    full = model.build_full_model(backbone, head)
-    train, validation = dataset.split("train"), dataset.split("validation")
-    phases, features, features_seconds = {}, {}, None
-    on_features = cache is not None and not settings.augment
-
-    def run_phase(phase: str, network: keras.Model, batches, learning_rate: float, epochs: int) -> None:
-        model.compile_for_training(network, learning_rate, settings.label_smoothing)
-        result = model.fit(
-            network, batches(train, shuffle=True), batches(validation) if validation else None,
-            steps=model.steps_per_epoch(len(train), settings.batch_size), epochs=epochs,
-            patience=settings.patience, min_delta=settings.min_delta, log_dir=log_dir, phase=phase,
-            progress=settings.progress)
-        phases[phase] = {"epoch_seconds": rounded(result.epoch_seconds), "best_epoch": result.best_epoch}
-
-    def on_images(examples, shuffle=False):
-        return image_batches(examples, k, options, settings, shuffle=shuffle, augment=shuffle and settings.augment)
-
-    def on_cached(examples, shuffle=False, columns=slice(None)):
-        return feature_batches(examples, features, k, settings, shuffle=shuffle, columns=columns)
-
-    if on_features:
+    classifier = model.build_full_model(backbone, head)
+    features, features_seconds, phases = None, None, {}
+    if cache is not None and not settings.augment:
         begun = time.perf_counter()
         vectors = compute_features(dataset.examples, backbone, options, cache, settings.batch_size,
-                                   settings.progress)
+                                   progress_bars(settings))
         features_seconds = time.perf_counter() - begun
         features = dict(zip((e.digest for e in dataset.examples), vectors))
         for branch in branches:
-            run_phase(branch.name, branch.model, partial(on_cached, columns=branch.columns),
-                      settings.learning_rate, settings.epochs)
+            phases[branch.name] = fit_phase(branch.model, FeatureSource(features, branch.columns), dataset,
+                                            settings, log_dir, branch.name, settings.learning_rate, settings.epochs)
     else:
-        run_phase("end-to-end" if backbone.is_scratch else "head-on-images", full, on_images,
-                  settings.learning_rate, settings.epochs)
+        phase = "end-to-end" if backbone.is_scratch else "head-on-images"
+        phases[phase] = fit_phase(classifier, ImageSource(options, settings.augment), dataset, settings, log_dir,
+                                  phase, settings.learning_rate, settings.epochs)
     if settings.fine_tune and not backbone.is_scratch:
-        run_phase("fine-tune", full, on_images, settings.fine_tune_learning_rate, settings.fine_tune_epochs)
-        on_features = False
-
-    def scores_of(examples: list[Example]) -> np.ndarray:
-        if not examples:
-            return np.zeros([0, k], np.float32)
-        if on_features:
-            return head.predict(on_cached(examples), verbose=0)
-        return full.predict(on_images(examples), verbose=0)
-
-    return Trained(backbone, head, phases, features_seconds, scores_of)
+        phases["fine-tune"] = fit_phase(classifier, ImageSource(options, settings.augment), dataset, settings,
+                                        log_dir, "fine-tune", settings.fine_tune_learning_rate,
+                                        settings.fine_tune_epochs)
+        features = None     # the backbone moved: cached features no longer describe it
+    return Trained(backbone, head, classifier, phases, features_seconds, features)
 
 
-def feature_batches(examples: list[Example], features: dict, k: int, settings: TrainSettings,
-                    shuffle: bool = False, columns: slice = slice(None)) -> tf.data.Dataset:
-    stacked = np.stack([features[e.digest][columns] for e in examples])
-    targets = model.one_hot([e.label_index for e in examples], k)
-    return model.feature_batches(stacked, targets, settings.batch_size,
-                                 shuffle_seed=settings.seed if shuffle else None)
+@dataclass(frozen=True)
+class FeatureSource:
+    """Batches of cached features (the columns one head reads) with their targets."""
+
+    features: dict
+    columns: slice | None = None     # None: all of them
+
+    def batches(self, examples: list[Example], k: int, batch_size: int, shuffle_seed: int | None = None):
+        columns = self.columns or slice(None)
+        stacked = np.stack([self.features[e.digest][columns] for e in examples])
+        return inputs.feature_batches(stacked, inputs.one_hot([e.label_index for e in examples], k), batch_size,
+                                      shuffle_seed=shuffle_seed)
 
 
-def image_batches(examples: list[Example], k: int, options: images.Preprocessing,
-                  settings: TrainSettings, shuffle: bool = False, augment: bool = False) -> tf.data.Dataset:
-    targets = model.one_hot([e.label_index for e in examples], k)
-    return model.image_batches([str(e.path) for e in examples], targets, options, settings.batch_size,
-                               shuffle_seed=settings.seed if shuffle else None, augment=augment)
+@dataclass(frozen=True)
+class ImageSource:
+    """Batches of decoded images with their targets; augmented only when shuffled for training."""
+
+    options: images.Preprocessing
+    augment: bool = False
+
+    def batches(self, examples: list[Example], k: int, batch_size: int, shuffle_seed: int | None = None):
+        targets = inputs.one_hot([e.label_index for e in examples], k)
+        return inputs.image_batches([str(e.path) for e in examples], targets, self.options, batch_size,
+                                    shuffle_seed=shuffle_seed, augment=self.augment and shuffle_seed is not None)
 
 
-def build_report(dataset: Dataset, trained: Trained) -> dict:
+def fit_phase(network: keras.Model, source, dataset: Dataset, settings: TrainSettings, log_dir: str | None,
+              phase: str, learning_rate: float, epochs: int) -> dict:
+    """One training phase with early stopping on the validation split; its epoch times and best epoch."""
+    k, train, validation = len(dataset.labels), dataset.split("train"), dataset.split("validation")
+    model.compile_for_training(network, learning_rate, settings.label_smoothing)
+    result = model.fit(
+        network, source.batches(train, k, settings.batch_size, shuffle_seed=settings.seed),
+        source.batches(validation, k, settings.batch_size) if validation else None,
+        steps=model.steps_per_epoch(len(train), settings.batch_size), epochs=epochs, patience=settings.patience,
+        min_delta=settings.min_delta, log_dir=log_dir, phase=phase, bars=progress_bars(settings))
+    return {"epoch_seconds": rounded(result.epoch_seconds), "best_epoch": result.best_epoch}
+
+
+def scores_of(trained: Trained, examples: list[Example], k: int, batch_size: int,
+              options: images.Preprocessing) -> np.ndarray:
+    """Probabilities [N, K]: from the cached features when they still hold, else from the images."""
+    if not examples:
+        return np.zeros([0, k], np.float32)
+    if trained.features is not None:
+        return trained.head.predict(FeatureSource(trained.features).batches(examples, k, batch_size), verbose=0)
+    return trained.classifier.predict(ImageSource(options).batches(examples, k, batch_size), verbose=0)
+
+
+def progress_bars(settings: TrainSettings) -> bool:
+    """Bars when asked, or by default when stderr is a terminal; else log lines."""
+    return settings.progress if settings.progress is not None else sys.stderr.isatty()
+
+
+def build_report(dataset: Dataset, trained: Trained, options: images.Preprocessing, batch_size: int) -> dict:
     splits, wrong = {}, []
     for name in SPLITS:
         examples = dataset.split(name)
-        scores = trained.scores_of(examples)
+        scores = scores_of(trained, examples, len(dataset.labels), batch_size, options)
         truth = [e.label_index for e in examples]
         splits[name] = report.split_metrics(scores, truth, dataset.labels)
         if name == "test":
