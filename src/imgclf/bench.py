@@ -117,7 +117,7 @@ def measure_request_bytes(pages: list[Path]) -> dict:
 
 # --- 3. training -------------------------------------------------------------------------------
 def frozen_backbone(inputs: Inputs, settings: TrainSettings):
-    from imgclf.trainer.backbone import load_backbone, with_layout_map
+    from imgclf.trainer.backbone import load_backbone, with_parts
 
     if inputs.module != SCRATCH_MODULE:
         return load_backbone(inputs.module, inputs.image_size, quadrants=settings.quadrants,
@@ -125,9 +125,9 @@ def frozen_backbone(inputs: Inputs, settings: TrainSettings):
     # A frozen, randomly initialised scratch network stands in for a pretrained module: what the
     # cache saves depends on the backbone's cost, not on its weights.
     backbone = load_backbone(SCRATCH_MODULE, inputs.image_size)
-    backbone.layer.trainable = False
+    backbone.network.trainable = False
     backbone = dataclasses.replace(backbone, fingerprint="frozen-scratch")
-    return with_layout_map(backbone, settings.layout_grid) if settings.layout_grid else backbone
+    return with_parts(backbone, quadrants=False, layout_grid=settings.layout_grid)
 
 
 def measure_training(inputs: Inputs, epochs: int, workdir: Path) -> dict:
