@@ -18,6 +18,7 @@ from imgclf.pdf.cli import main as pages_main
 from imgclf.pdf.pages import STATE_DIR
 from imgclf.pdf.render import RenderOptions, render_file
 from imgclf.pdf.store import PdfImages
+from imgclf.settings import PagesSettings
 
 DATA = Path(__file__).parent / "data" / "pdfs"
 GOOD = ["issue20489.pdf", "ZapfDingbats.pdf", "issue1002.pdf", "bug886717.pdf"]
@@ -247,8 +248,7 @@ def test_pages_usage_errors(tmp_path, capsys):
 def test_pdf_images_renders_once_and_answers_for_images_too(tmp_path):
     image = tmp_path / "page.jpg"
     Image.new("RGB", (8, 8), "white").save(image)
-    options = RenderOptions(renderer="pdfium")
-    with PdfImages(tmp_path / "cache", options, workers=1) as pdfs:
+    with PdfImages(tmp_path / "cache", PagesSettings(renderer="pdfium", workers=1)) as pdfs:
         assert pdfs.image_path(image) == (image, None)
         first, problem = pdfs.image_path(DATA / "issue1002.pdf")
         assert problem is None and first.name == f"{sha1(DATA / 'issue1002.pdf')}.jpg"

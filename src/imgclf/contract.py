@@ -39,6 +39,7 @@ CONFUSION_MATRIX_PNG = "confusion_matrix.png"    # assets.extra/
 
 # --- training data -----------------------------------------------------------------------------
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")     # matched in any letter case
+PDF_EXTENSIONS = (".pdf",)                       # classified by their first page (imgclf.pdf)
 
 # --- version folders ---------------------------------------------------------------------------
 # TF Serving counts only folders whose whole name is an integer ("0042" is version 42); anything
@@ -161,17 +162,18 @@ def parse_labels_file(text: str) -> list[str]:
 
 
 # --- image files -------------------------------------------------------------------------------
-def is_image_file(path: str | os.PathLike) -> bool:
-    return str(path).lower().endswith(IMAGE_EXTENSIONS)
+def is_image_file(path: str | os.PathLike, with_pdfs: bool = False) -> bool:
+    return str(path).lower().endswith(IMAGE_EXTENSIONS + (PDF_EXTENSIONS if with_pdfs else ()))
 
 
-def iter_image_files(root: str | os.PathLike) -> Iterator[Path]:
-    """Image files under root, recursively, in a stable order, without listing everything first."""
+def iter_image_files(root: str | os.PathLike, with_pdfs: bool = False) -> Iterator[Path]:
+    """Image files (and PDFs, with_pdfs) under root, recursively, in a stable order, without
+    listing everything first."""
     root = Path(root)
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if is_image_file(name) and not name.startswith("."):
+            if is_image_file(name, with_pdfs) and not name.startswith("."):
                 yield Path(dirpath) / name
 
 

@@ -43,12 +43,6 @@ class Tally:
                 f"{self.blank} blank, {failed} failed; {rate:.2f} pages/s")
 
 
-def options_of(settings: PagesSettings) -> RenderOptions:
-    return RenderOptions(renderer=settings.renderer, blank_bytes=settings.blank_bytes,
-                         max_pages=settings.max_pages, max_page_inches=settings.max_page_inches,
-                         timeout=settings.timeout)
-
-
 def iter_files(root: Path, skip: Path | None = None) -> Iterator[Path]:
     """Every file under root (PDF or not: a non-PDF gets its line), hidden ones and `skip` aside."""
     for folder, dirnames, filenames in os.walk(root):
@@ -65,7 +59,7 @@ class PagesRun:
     def __init__(self, settings: PagesSettings, report: Callable[[str], None]):
         self.settings, self.report = settings, report
         self.root, self.out = Path(settings.pdfs), Path(settings.out)
-        self.options = options_of(settings)
+        self.options = RenderOptions.from_settings(settings)
         self.marks = self.out / STATE_DIR / self.options.key(tool_versions(settings.renderer))
         self.tally = Tally()
 

@@ -35,6 +35,12 @@ class RenderOptions:
     timeout: float = 120.0           # seconds for one PDF, everything included
     recipe: Recipe = Recipe()
 
+    @classmethod
+    def from_settings(cls, settings) -> "RenderOptions":
+        """From settings.PagesSettings (make pages, and the limits train and validate use)."""
+        return cls(renderer=settings.renderer, blank_bytes=settings.blank_bytes, max_pages=settings.max_pages,
+                   max_page_inches=settings.max_page_inches, timeout=settings.timeout)
+
     def key(self, tool_versions: dict[str, str]) -> str:
         """Names a cache: the same PDF bytes under the same key always give the same page."""
         described = {"renderer": self.renderer, "blank_bytes": self.blank_bytes,

@@ -12,11 +12,15 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
-from imgclf.pdf.pool import PagePool
+from tqdm import tqdm
+
 from imgclf.pdf.problems import PageProblem
-from imgclf.pdf.render import Page, RenderOptions, tool_versions
+from imgclf.settings import PagesSettings
+
+if TYPE_CHECKING:   # the renderers (numpy, PDFium) load only once a PDF turns up
+    from imgclf.pdf.render import Page, RenderOptions
 
 _CHUNK = 1 << 20
 _UMASK = os.umask(0o022)
@@ -41,7 +45,7 @@ def write_atomically(path: Path, data: bytes) -> None:
     os.replace(temporary, path)
 
 
-def blank_reason(options: RenderOptions) -> str:
+def blank_reason(options: "RenderOptions") -> str:
     return f"blank first page (its JPEG is under BLANK_BYTES={options.blank_bytes} bytes)"
 
 
@@ -49,6 +53,8 @@ class PageCache:
     """<root>/<key>/<sha1>.jpg and <sha1>.blank for one renderer's options."""
 
     def __init__(self, root: str | Path, options: RenderOptions):
+        from imgclf.pdf.render import tool_versions
+
         self.options = options
         self.folder = Path(root) / options.key(tool_versions(options.renderer))
 
@@ -59,6 +65,8 @@ class PageCache:
         return self.folder / f"{sha1}.blank"
 
     def lookup(self, sha1: str) -> Page | None:
+        from imgclf.pdf.render import Page
+
         if self.jpeg_path(sha1).is_file():
             return Page(sha1, jpeg=b"")     # present; read it from jpeg_path
         if self.blank_path(sha1).is_file():
@@ -72,6 +80,17 @@ class PageCache:
             write_atomically(self.blank_path(page.sha1), b"")
 
 
+def default_cache_dir() -> Path:
+    """Where `make validate` keeps rendered pages unless told: the user's cache folder."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "imgclf" / "pages"
+
+
+def for_command(renderer: str, cache_dir: str | Path, progress: bool = False) -> "PdfImages":
+    """The PDFs `make train` and `make validate` meet: the renderer asked for, the limits and
+    worker count of settings.PagesSettings."""
+    return PdfImages(cache_dir or default_cache_dir(), PagesSettings(renderer=renderer), progress)
+
+
 def is_pdf_name(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(".pdf")
 
@@ -79,12 +98,10 @@ def is_pdf_name(path: str | os.PathLike) -> bool:
 class PdfImages:
     """image_path(file) for images and PDFs alike; PDFs render in `workers` processes, once."""
 
-    def __init__(self, cache_dir: str | Path, options: RenderOptions, workers: int = 0,
-                 memory_mb: int = 2048):
-        self.options = options
-        self.cache_dir, self.workers, self.memory_mb = Path(cache_dir), workers, memory_mb
+    def __init__(self, cache_dir: str | Path, settings: PagesSettings, progress: bool = False):
+        self.cache_dir, self.settings, self.progress = Path(cache_dir), settings, progress
         self._cache: PageCache | None = None
-        self._pool: PagePool | None = None
+        self._pool = None
 
     def __enter__(self) -> "PdfImages":
         return self
@@ -98,10 +115,17 @@ class PdfImages:
 
     @property
     def cache(self) -> PageCache:
-        """Made on first use, so that folders without PDFs never need a renderer installed."""
+        """Made on first use, so that folders without PDFs need no renderer (nor numpy, PDFium)."""
         if self._cache is None:
-            self._cache = PageCache(self.cache_dir, self.options)
-            self._pool = PagePool(self.options, self.workers, self.memory_mb)
+            try:
+                from imgclf.pdf.pool import PagePool
+                from imgclf.pdf.render import RenderOptions
+            except ImportError as error:
+                raise PageProblem("renderer missing", f"PDFs need the pdf extra (pip install "
+                                  f"'imgclf[pdf]'): {error}") from None
+            options = RenderOptions.from_settings(self.settings)
+            self._cache = PageCache(self.cache_dir, options)
+            self._pool = PagePool(options, self.settings.workers, self.settings.memory_mb)
         return self._cache
 
     def image_path(self, path: Path) -> tuple[Path | None, str | None]:
@@ -141,14 +165,19 @@ class PdfImages:
             except OSError as error:
                 yield path, None, f"unreadable: {error.strerror or error}"
                 continue
+            except PageProblem as problem:   # the renderer is not installed
+                yield path, None, str(problem)
+                continue
             if page is None:
                 to_render.append(path)
             else:
                 yield (path, *self._answer(page))
         if to_render:
-            for path, page in self._pool.render_many(to_render):
-                self.cache.keep(page)
-                yield (path, *self._answer(page))
+            with tqdm(total=len(to_render), desc="pages", unit="pdf", disable=not self.progress) as bar:
+                for path, page in self._pool.render_many(to_render):
+                    self.cache.keep(page)
+                    bar.update(1)
+                    yield (path, *self._answer(page))
 
     def _render(self, path: Path) -> Page:
         page = self._pool.render(path)
@@ -159,5 +188,5 @@ class PdfImages:
         if page.problem is not None:
             return None, str(page.problem)
         if page.blank:
-            return None, blank_reason(self.options)
+            return None, blank_reason(self.cache.options)
         return self.cache.jpeg_path(page.sha1), None
