@@ -7,7 +7,7 @@ import importlib
 import sys
 
 COMMANDS = {
-    "train": ("imgclf.trainer.cli", "train a classifier on class folders and publish a version"),
+    "train": ("imgclf.rollout.training", "train a classifier on class folders, gate and publish a version"),
     "serve": ("imgclf.serving.cli", "run the local TensorFlow-Serving-compatible server"),
     "validate": ("imgclf.client.cli", "send a folder of images to the server and report"),
     "pages": ("imgclf.pdf.cli", "render page 1 of every PDF in a folder, as the original tool did"),
@@ -17,6 +17,7 @@ COMMANDS = {
     "pin": ("imgclf.rollout.cli", "serve one version (stable/canary labels)"),
     "unpin": ("imgclf.rollout.cli", "go back to serving the highest version"),
     "status": ("imgclf.rollout.cli", "versions on disk and what the server says of them"),
+    "clean-staged": ("imgclf.rollout.cli", "remove staged folders left by killed or refused runs"),
     "drill": ("imgclf.rollout.drill", "publish and roll back under load; count failures"),
     "pages-bench": ("imgclf.pages_bench", "how close each PDF renderer comes to the original's JPGs"),
     "bench": ("imgclf.bench", "measure bytes, throughput, training speed-up, rollout, memory"),
