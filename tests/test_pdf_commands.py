@@ -15,7 +15,8 @@ import pytest
 from imgclf import contract
 from imgclf.client import cli as client_cli
 from imgclf.client.validate import EXIT_FAILED, EXIT_OK, Run
-from imgclf.trainer import cli as train_cli
+from imgclf.data_folders import iter_image_files
+from imgclf.rollout import training as train_cli
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +50,7 @@ def test_train_on_images_and_pdfs_mixed(sample_dataset, tmp_path, capsys):
     assert train(data, models) == 0
     version_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
     metadata = json.loads((version_dir / contract.ASSETS_EXTRA_DIR / contract.METADATA_FILE).read_text())
-    images = sum(1 for _ in contract.iter_image_files(sample_dataset))
+    images = sum(1 for _ in iter_image_files(sample_dataset))
     used = sum(sum(per_class.values()) for per_class in metadata["counts"]["per_split"].values())
     assert used == images + len(GOOD)                      # every good PDF trained on, as its page
     skipped = {Path(s["file"]).name: s["reason"] for s in metadata["counts"]["skipped_files"]}
