@@ -27,9 +27,10 @@ import numpy as np
 
 from imgclf.pdf import magick, pdfium, recipe as recipes
 from imgclf.pdf.problems import PageProblem
-from imgclf.pdf.render import RenderOptions, render_file
+from imgclf.pdf.render import RenderOptions, profile_bytes, render_file
 
 RECIPE = recipes.Recipe()
+PDFIUM = RenderOptions(renderer="pdfium")
 
 
 def ghostscript_then_numpy(path: Path, data: bytes) -> bytes:
@@ -128,7 +129,10 @@ def measure(pdfs: list[Path], refs: dict[str, Path], names: list[str]) -> dict:
             row["pages"] += 1
             row["identical"] += int(difference.max() == 0)
             row["mad"].append(float(difference.mean()))
-            row["blank_disagreements"] += int((len(jpeg) < 3000) != (len(reference) < 3000))
+            # The blank-page rule as the product applies it (profile bytes added back where a
+            # candidate's JPG lacks the profile the original's carries).
+            size = len(jpeg) + (0 if name == "imagemagick" else profile_bytes(data, PDFIUM))
+            row["blank_disagreements"] += int((size < 3000) != (len(reference) < 3000))
             row["jpegs"][sha1] = jpeg
         print(f"pages-bench: {number}/{len(pdfs)}", file=sys.stderr, flush=True)
     return rows

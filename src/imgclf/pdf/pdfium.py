@@ -8,6 +8,7 @@ and ImageMagick cannot be installed.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,7 +60,9 @@ def render(data: bytes, recipe: recipes.Recipe) -> bytes:
     """JPEG bytes of page 1: drawn by PDFium, finished by the recipe."""
     document = open_document(data)
     try:
-        document.init_forms()   # form fields are drawn, as Ghostscript draws them
+        with warnings.catch_warnings():   # "XFA forms need another PDFium build": the fields render
+            warnings.simplefilter("ignore")
+            document.init_forms()         # form fields are drawn, as Ghostscript draws them
         page = document[0]
         # Ghostscript, as ImageMagick calls it, draws the whole MediaBox; PDFium the CropBox.
         page.set_cropbox(*page.get_mediabox())
