@@ -11,7 +11,8 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 flag   = $(if $($(1)),$(2) $($(1)))
 switch = $(if $(filter 1 true yes,$($(1))),$(2))
 
-.PHONY: help venv test train serve validate demo publish rollback pin unpin status clean-staged drill bench e2e clean
+.PHONY: help venv test train serve validate demo publish rollback pin unpin status clean-staged drill bench e2e clean \
+  k8s-check
 
 help:
 	@echo "make test | demo | train DATA=dir | serve | validate DIR=dir | status | publish | rollback"
@@ -96,6 +97,10 @@ bench: $(STAMP)
 	  $(call flag,EPOCHS,--epochs) $(call flag,BENCH_DIR,--output-dir)
 e2e: $(STAMP)
 	$(IMGCLF) e2e $(call switch,KEEP,--keep)
+
+# Scale out (docs/scale-out.md).
+k8s-check: $(STAMP)
+	$(IMGCLF) k8s-check $(K8S_DIRS)
 
 clean:
 	rm -rf build demo-output bench-output .pytest_cache
