@@ -119,6 +119,9 @@ def with_dimensions(data: bytes, fmt: str, width: int, height: int) -> bytes:
         data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
     elif fmt == "GIF":
         data[6:10] = width.to_bytes(2, "little") + height.to_bytes(2, "little")
+    elif fmt == "WEBP":                       # extended (VP8X) canvas: 24-bit sizes minus one
+        assert data[12:16] == b"VP8X"
+        data[24:30] = (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
     else:
         data[18:26] = width.to_bytes(4, "little") + height.to_bytes(4, "little", signed=True)
     return bytes(data)
@@ -132,15 +135,25 @@ def test_dimensions_are_read_from_the_header(fmt, mode):
     assert images.encoded_dimensions(tf.constant(b"not an image")).numpy().tolist() == [0, 0]
 
 
+@pytest.mark.parametrize("mode, lossless, chunk", [("RGB", False, b"VP8 "), ("RGB", True, b"VP8L"),
+                                                   ("RGBA", False, b"VP8X")])
+def test_webp_dimensions_are_read_from_its_first_chunk(mode, lossless, chunk):
+    """TensorFlow decodes WebP too: lossy (VP8), lossless (VP8L), extended (VP8X, here for alpha)."""
+    data = encode(Image.new(mode, (37, 23), (*RED, 128)), "WEBP", lossless=lossless)
+    assert data[12:16] == chunk
+    assert images.encoded_dimensions(tf.constant(data)).numpy().tolist() == [23, 37]
+
+
 def test_a_top_down_bmp_has_its_height_as_a_positive_number():
     data = with_dimensions(encode(red_square(), "BMP"), "BMP", 40, -30)
     assert images.encoded_dimensions(tf.constant(data)).numpy().tolist() == [30, 40]
 
 
-@pytest.mark.parametrize("fmt, mode", [("JPEG", "L"), ("PNG", "RGB"), ("GIF", "P"), ("BMP", "RGB")])
+@pytest.mark.parametrize("fmt, mode", [("JPEG", "L"), ("PNG", "RGB"), ("GIF", "P"), ("BMP", "RGB"), ("WEBP", "RGBA")])
 def test_an_oversized_image_is_refused_before_decoding_naming_the_limit(fmt, mode):
     # 60000 x 60000 would be 10.8 GB decoded: the refusal must come before any of it is allocated.
-    huge = with_dimensions(encode(Image.new("RGB", (40, 30), RED).convert(mode), fmt), fmt, 60000, 60000)
+    small = Image.new("RGBA", (40, 30), (*RED, 128)) if fmt == "WEBP" else Image.new("RGB", (40, 30), RED)
+    huge = with_dimensions(encode(small.convert(mode), fmt), fmt, 60000, 60000)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"image too large: 60000x60000 pixels") as error:
         preprocess(huge)
     assert f"the limit is {contract.MAX_IMAGE_PIXELS} pixels" in error.value.message

@@ -5,10 +5,11 @@ serving graph through `preprocess_batch`), so a model sees at serving time exact
 was trained on. Only this module decodes or resizes images.
 
 Before anything is decoded, the graph reads the image's dimensions from its header (JPEG SOF, PNG
-IHDR, GIF screen, BMP info header) and refuses, with INVALID_ARGUMENT naming the limit, an image of
-more than contract.MAX_IMAGE_PIXELS pixels, and an empty string. A 20000x20000 JPEG is 6 MB on the
-wire but 1.2 GB decoded and several GB as floats: the check is what keeps one request from taking a
-server down, and being part of the exported graph it protects the official tensorflow/serving too.
+IHDR, GIF screen, BMP info header, WebP first chunk) and refuses, with INVALID_ARGUMENT naming the
+limit, an image of more than contract.MAX_IMAGE_PIXELS pixels, and an empty string. A 20000x20000
+JPEG is 6 MB on the wire but 1.2 GB decoded and several GB as floats: the check is what keeps one
+request from taking a server down, and being part of the exported graph it protects the official
+tensorflow/serving too.
 """
 
 from __future__ import annotations
@@ -72,8 +73,8 @@ def _unsigned(data: tf.Tensor, offset: int, size: int, little_endian: bool) -> t
 
 
 def encoded_dimensions(image_bytes: tf.Tensor) -> tf.Tensor:
-    """int64 [height, width] read from the header of a JPEG, PNG, GIF or BMP file, without decoding
-    it; [0, 0] for anything else (the decoder then says what is wrong with it)."""
+    """int64 [height, width] read from the header of a JPEG, PNG, GIF, BMP or WebP file, without
+    decoding it; [0, 0] for anything else (which the decoder refuses)."""
     length = tf.strings.length(image_bytes)
 
     def starts_with(magic: bytes, header_bytes: int) -> tf.Tensor:
@@ -93,11 +94,33 @@ def encoded_dimensions(image_bytes: tf.Tensor) -> tf.Tensor:
         height = _unsigned(image_bytes, 22, 4, True)   # a negative height means top-down rows
         return tf.stack([tf.where(height >= 2**31, 2**32 - height, height), _unsigned(image_bytes, 18, 4, True)])
 
+    is_webp = tf.logical_and(starts_with(b"RIFF", 30), tf.equal(tf.strings.substr(image_bytes, 8, 4), b"WEBP"))
     return tf.case([(starts_with(_JPEG_MAGIC, len(_JPEG_MAGIC)), jpeg),
                     (starts_with(_PNG_SIGNATURE, 24), png),
                     (starts_with(_GIF_MAGIC, 10), gif),
-                    (starts_with(_BMP_MAGIC, 26), bmp)],
+                    (starts_with(_BMP_MAGIC, 26), bmp),
+                    (is_webp, lambda: _webp_dimensions(image_bytes))],
                    default=lambda: tf.zeros([2], tf.int64), exclusive=False)
+
+
+def _webp_dimensions(image_bytes: tf.Tensor) -> tf.Tensor:
+    """[height, width] of a WebP file (TensorFlow decodes those too), from its first chunk: VP8X
+    canvas (24-bit sizes minus one), VP8L (14-bit sizes minus one, packed) or VP8 (14-bit sizes)."""
+    chunk = tf.strings.substr(image_bytes, 12, 4)
+    lossless = _unsigned(image_bytes, 21, 4, True)
+
+    def extended():
+        return tf.stack([_unsigned(image_bytes, 27, 3, True) + 1, _unsigned(image_bytes, 24, 3, True) + 1])
+
+    def vp8l():
+        return tf.stack([tf.bitwise.bitwise_and(tf.bitwise.right_shift(lossless, 14), 0x3FFF) + 1,
+                         tf.bitwise.bitwise_and(lossless, 0x3FFF) + 1])
+
+    def vp8():
+        return tf.stack([tf.bitwise.bitwise_and(_unsigned(image_bytes, 28, 2, True), 0x3FFF),
+                         tf.bitwise.bitwise_and(_unsigned(image_bytes, 26, 2, True), 0x3FFF)])
+
+    return tf.case([(tf.equal(chunk, b"VP8X"), extended), (tf.equal(chunk, b"VP8L"), vp8l)], default=vp8)
 
 
 def check_encoded(image_bytes: tf.Tensor, max_pixels: int = contract.MAX_IMAGE_PIXELS) -> tf.Operation:
