@@ -37,6 +37,7 @@ TRAIN_FLAGS = $(call flag,DATA,--data) $(call flag,MODULE,--module) \
   $(call flag,TEST_PERCENT,--test-percent) $(call flag,SEED,--seed) \
   $(call flag,GRAYSCALE,--grayscale) $(call flag,QUADRANTS,--quadrants) $(call flag,CACHE_DIR,--cache-dir) \
   $(call flag,LAYOUT_GRID,--layout-grid) $(call flag,LAYOUT_WEIGHT,--layout-weight) $(call flag,PROGRESS,--progress) \
+  $(call flag,DECODE_PARALLELISM,--decode-parallelism) \
   $(call flag,DROPOUT,--dropout) $(call flag,LABEL_SMOOTHING,--label-smoothing) $(call flag,PATIENCE,--patience) \
   $(call flag,MIN_DELTA,--min-delta) \
   $(call flag,FINE_TUNE_EPOCHS,--fine-tune-epochs) $(call flag,FINE_TUNE_LEARNING_RATE,--fine-tune-learning-rate) \

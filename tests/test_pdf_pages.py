@@ -259,3 +259,14 @@ def test_pdf_images_renders_once_and_answers_for_images_too(tmp_path):
             [image, DATA / "issue1002.pdf", DATA / "not-a-pdf.pdf"])}
     assert listed["issue1002.pdf"] == (first, None) and listed["page.jpg"] == (image, None)
     assert listed["not-a-pdf.pdf"][1].startswith("not a PDF")
+
+
+def test_a_cache_that_cannot_be_written_costs_only_the_cache(tmp_path, caplog):
+    """A read-only or full cache folder (a container's small /tmp): pages still come back."""
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder should be")
+    with PdfImages(blocked, PagesSettings(renderer="pdfium", workers=1)) as pdfs:
+        data, why = pdfs.image_bytes(DATA / "issue1002.pdf")
+        again, _ = pdfs.image_bytes(DATA / "issue1002.pdf")
+    assert why is None and data[:2] == b"\xff\xd8" and again == data
+    assert caplog.text.count("PDF page cache") == 1

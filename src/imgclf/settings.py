@@ -52,6 +52,8 @@ class TrainSettings:
     warmup_records: int = 8              # WARMUP_RECORDS: real images replayed by the server on load
     log_dir: str = ""                    # LOG_DIR: TensorBoard logs; "" = <models>/.logs/<model_name>
     progress: bool = True                # PROGRESS: progress bar per epoch
+    decode_parallelism: int = 2          # DECODE_PARALLELISM: images decoded at once in training; each
+                                         #   may take up to ~1.4 GB at the 40 MP limit (docs/hostile-inputs.md)
     validate: str = ""                   # VALIDATE: extra held-out folder for the promotion gate
     tolerance: float | None = None       # TOLERANCE: for the gate; None = RolloutSettings.tolerance
     force: bool = False                  # FORCE: publish even when the gate refuses

@@ -27,7 +27,7 @@ def iter_batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
 
 def count_image_files(root: str | os.PathLike, with_pdfs: bool = False) -> int:
     """How many files iter_image_files will yield (one directory walk; nothing kept)."""
-    return sum(1 for _ in iter_image_files(root, with_pdfs))
+    return sum(1 for _ in iter_image_files(root, with_pdfs=with_pdfs))
 
 
 def true_label(path: Path, root: Path) -> str | None:

@@ -9,6 +9,7 @@ second command on the same files, reads the JPG instead of rendering again.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -22,6 +23,7 @@ from imgclf.settings import PagesSettings
 if TYPE_CHECKING:   # the renderers (numpy, PDFium) load only once a PDF turns up
     from imgclf.pdf.render import Page, RenderOptions
 
+log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -102,6 +104,7 @@ class PdfImages:
         self.cache_dir, self.settings, self.progress = Path(cache_dir), settings, progress
         self._cache: PageCache | None = None
         self._pool = None
+        self._cache_failed = False
 
     def __enter__(self) -> "PdfImages":
         return self
@@ -132,25 +135,30 @@ class PdfImages:
         """(the image to read for this file, None), or (None, why there is none)."""
         if not is_pdf_name(path):
             return path, None
-        try:
-            sha1 = sha1_of(path)
-        except OSError as error:
-            return None, f"unreadable: {error.strerror or error}"
-        try:
-            page = self.cache.lookup(sha1) or self._render(path)
-        except PageProblem as problem:   # the renderer itself is missing
-            return None, str(problem)
-        return self._answer(page)
+        page, problem = self._page(path)
+        return (None, problem) if page is None else self._answer(page)
 
     def image_bytes(self, path: Path) -> tuple[bytes | None, str | None]:
         """The bytes to classify for this file (a PDF's first page as JPEG), or (None, why not)."""
-        image, problem = self.image_path(path)
+        page, problem = self._page(path) if is_pdf_name(path) else (None, None)
+        if page is not None and page.jpeg:
+            return page.jpeg, None          # just rendered: even when the cache could not keep it
+        image, problem = self._answer(page) if page is not None else (path, problem)
         if image is None:
             return None, problem
         try:
             return image.read_bytes(), None
         except OSError as error:
             return None, f"cannot read file: {error.strerror or error}"
+
+    def _page(self, path: Path) -> tuple[Page | None, str | None]:
+        """The cached or freshly rendered Page of a PDF, or (None, why not)."""
+        try:
+            return self.cache.lookup(sha1_of(path)) or self._render(path), None
+        except OSError as error:
+            return None, f"unreadable: {error.strerror or error}"
+        except PageProblem as problem:   # the renderer itself is missing
+            return None, str(problem)
 
     def image_paths(self, paths: Iterable[Path]) -> Iterator[tuple[Path, Path | None, str | None]]:
         """(file, image, problem) for every file, PDFs rendered in parallel; images come first,
@@ -175,14 +183,24 @@ class PdfImages:
         if to_render:
             with tqdm(total=len(to_render), desc="pages", unit="pdf", disable=not self.progress) as bar:
                 for path, page in self._pool.render_many(to_render):
-                    self.cache.keep(page)
+                    self._keep(page)
                     bar.update(1)
                     yield (path, *self._answer(page))
 
     def _render(self, path: Path) -> Page:
         page = self._pool.render(path)
-        self.cache.keep(page)
+        self._keep(page)
         return page
+
+    def _keep(self, page: Page) -> None:
+        """The cache saves work; a full or read-only cache folder costs only that (one warning)."""
+        try:
+            self.cache.keep(page)
+        except OSError as error:
+            if not self._cache_failed:
+                log.warning("PDF page cache %s: %s; pages are rendered again next time",
+                            self.cache.folder, error.strerror or error)
+            self._cache_failed = True
 
     def _answer(self, page: Page) -> tuple[Path | None, str | None]:
         if page.problem is not None:
