@@ -22,6 +22,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from imgclf import images
+from imgclf.settings import TrainSettings
 from imgclf.trainer import inputs
 from imgclf.trainer.backbone import WHOLE, Backbone, FeatureParts
 from imgclf.trainer.data import Example
@@ -81,30 +82,37 @@ class FileProbe:
         if self.cache is not None and self.cache.has(WHOLE, digest):
             return digest, None
         try:
+            # The graph reads the size from the header first and refuses an oversized image
+            # before decoding it: a 20000x20000 JPEG is never decoded (it took 7 GB).
             self._decode(tf.constant(data))
         except tf.errors.OpError as error:
+            refused = images.refusal(error)
+            if refused:
+                return digest, refused
             first_line = (error.message or type(error).__name__).strip().splitlines()[0]
             return digest, f"not a decodable image ({first_line})"
         return digest, None
 
 
 def compute_features(examples: Sequence[Example], backbone: Backbone, options: images.Preprocessing,
-                     cache: FeatureCache, batch_size: int, bars: bool | None = None) -> np.ndarray:
+                     cache: FeatureCache, batch_size: int, bars: bool | None = None,
+                     parallel_decodes: int = TrainSettings.decode_parallelism) -> np.ndarray:
     """Features [N, feature_dim] in the order of examples: every part of the backbone's, side by
     side. bars: a progress bar (True), a log line per tenth of the images (False), or nothing."""
     if not examples:
         return np.zeros([0, backbone.feature_dim], np.float32)
-    return np.concatenate([part_features(examples, backbone, part, options, cache, batch_size, bars)
-                           for part in backbone.parts], axis=1)
+    return np.concatenate([part_features(examples, backbone, part, options, cache, batch_size, bars,
+                                         parallel_decodes) for part in backbone.parts], axis=1)
 
 
 def part_features(examples: Sequence[Example], backbone: Backbone, part: str, options: images.Preprocessing,
-                  cache: FeatureCache, batch_size: int, bars: bool | None = None) -> np.ndarray:
+                  cache: FeatureCache, batch_size: int, bars: bool | None = None,
+                  parallel_decodes: int = TrainSettings.decode_parallelism) -> np.ndarray:
     """One part's features [N, part_dim]; the backbone runs only on images not in the cache."""
     missing = {e.digest: e.path for e in examples if not cache.has(part, e.digest)}
     if missing:
         digests = list(missing)
-        batches = inputs.image_dataset([missing[d] for d in digests], options).batch(batch_size)
+        batches = inputs.image_dataset([missing[d] for d in digests], options, parallel_decodes).batch(batch_size)
         batches = batches.prefetch(tf.data.AUTOTUNE)
         layer = FeatureParts(backbone.network, backbone.image_size, (part,))
         extract = tf.function(lambda batch: layer(batch, training=False), reduce_retracing=True)

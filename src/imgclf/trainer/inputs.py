@@ -9,13 +9,19 @@ import numpy as np
 import tensorflow as tf
 
 from imgclf import images
+from imgclf.settings import TrainSettings
 
 
-def image_dataset(paths: Sequence[str], options: images.Preprocessing, targets: np.ndarray | None = None, *,
+def image_dataset(paths: Sequence[str], options: images.Preprocessing,
+                  parallel_decodes: int = TrainSettings.decode_parallelism, targets: np.ndarray | None = None, *,
                   shuffle_seed: int | None = None, augment: bool = False) -> tf.data.Dataset:
     """Decoded images [size, size, 3] (with their targets when given), one per path, in order
-    unless shuffled. Files are read and decoded in parallel; names are shuffled, not decoded
-    images, so no big buffer is held."""
+    unless shuffled. Files are read and decoded parallel_decodes at a time; names are shuffled,
+    not decoded images, so no big buffer is held.
+
+    For whoever reworks this pipeline: keep the parallelism of the map that decodes a bounded
+    number, never AUTOTUNE. Only the images inside that map exist at full size (up to
+    contract.MAX_IMAGE_PIXELS each, ~1.4 GB as floats); what follows holds resized ones."""
     files = tf.data.Dataset.from_tensor_slices([str(p) for p in paths])
     elements = files if targets is None else tf.data.Dataset.zip((files, tf.data.Dataset.from_tensor_slices(targets)))
     if shuffle_seed is not None:
@@ -26,13 +32,14 @@ def image_dataset(paths: Sequence[str], options: images.Preprocessing, targets: 
         image = augment_image(image) if augment else image
         return (image, *target) if target else image
 
-    return elements.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return elements.map(load, num_parallel_calls=parallel_decodes, deterministic=True)
 
 
-def image_batches(paths: Sequence[str], targets: np.ndarray, options: images.Preprocessing, batch_size: int, *,
-                  shuffle_seed: int | None = None, augment: bool = False) -> tf.data.Dataset:
+def image_batches(paths: Sequence[str], targets: np.ndarray, options: images.Preprocessing, batch_size: int,
+                  parallel_decodes: int = TrainSettings.decode_parallelism, *, shuffle_seed: int | None = None,
+                  augment: bool = False) -> tf.data.Dataset:
     """(images, targets) batches for training and scoring on images."""
-    batches = image_dataset(paths, options, targets, shuffle_seed=shuffle_seed, augment=augment)
+    batches = image_dataset(paths, options, parallel_decodes, targets, shuffle_seed=shuffle_seed, augment=augment)
     return batches.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 

@@ -15,6 +15,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from imgclf import contract, images, model_store, settings as settings_module
+from imgclf.pdf import store as pdf_store
 from imgclf.settings import SettingsError, TrainSettings
 from imgclf.trainer import export, inputs, model, report
 from imgclf.trainer.backbone import Backbone, load_backbone
@@ -61,11 +62,13 @@ def train(settings: TrainSettings) -> TrainResult:
                              quadrants=settings.quadrants, layout_grid=settings.layout_grid)
     options = images.Preprocessing(backbone.image_size, settings.grayscale)
     cache = None if backbone.is_scratch else FeatureCache(feature_cache_dir(settings), backbone, options)
-    dataset = discover(settings.data, settings.validation_percent, settings.test_percent,
-                       FileProbe(options, cache))
+    with pdf_store.for_command(settings.pdf_renderer, pdf_cache_dir(settings), progress_bars(settings)) as pdfs:
+        dataset = discover(settings.data, settings.validation_percent, settings.test_percent,
+                           FileProbe(options, cache), images_of=pdfs.image_paths)
     log_dir = run_log_dir(settings)
     trained = fit_classifier(dataset, backbone, options, cache, settings, log_dir)
-    run_report = build_report(dataset, trained, options, settings.batch_size)
+    run_report = build_report(dataset, trained, ImageSource(options, settings.decode_parallelism),
+                              settings.batch_size)
 
     base_path = contract.model_base_path(settings.models, settings.model_name)
     metadata = training_metadata(settings, backbone, options, dataset, trained, run_report,
@@ -88,6 +91,11 @@ def feature_cache_dir(settings: TrainSettings) -> Path:
     return Path(settings.cache_dir) if settings.cache_dir else Path(settings.models) / ".cache" / "features"
 
 
+def pdf_cache_dir(settings: TrainSettings) -> Path:
+    """PDFs in DATA are rendered once, into <models>/.cache/pages unless PDF_CACHE says."""
+    return Path(settings.pdf_cache) if settings.pdf_cache else Path(settings.models) / ".cache" / "pages"
+
+
 def run_log_dir(settings: TrainSettings) -> str:
     root = Path(settings.log_dir) if settings.log_dir else Path(settings.models) / ".logs" / settings.model_name
     return str(root / time.strftime("%Y%m%d-%H%M%S"))
@@ -105,7 +113,7 @@ def fit_classifier(dataset: Dataset, backbone: Backbone, options: images.Preproc
     if cache is not None and not settings.augment:
         begun = time.perf_counter()
         vectors = compute_features(dataset.examples, backbone, options, cache, settings.batch_size,
-                                   progress_bars(settings))
+                                   progress_bars(settings), settings.decode_parallelism)
         features_seconds = time.perf_counter() - begun
         features = dict(zip((e.digest for e in dataset.examples), vectors))
         for branch in branches:
@@ -113,10 +121,11 @@ def fit_classifier(dataset: Dataset, backbone: Backbone, options: images.Preproc
                                             settings, log_dir, branch.name, settings.learning_rate, settings.epochs)
     else:
         phase = "end-to-end" if backbone.is_scratch else "head-on-images"
-        phases[phase] = fit_phase(classifier, ImageSource(options, settings.augment), dataset, settings, log_dir,
-                                  phase, settings.learning_rate, settings.epochs)
+        phases[phase] = fit_phase(classifier, ImageSource(options, settings.decode_parallelism, settings.augment),
+                                  dataset, settings, log_dir, phase, settings.learning_rate, settings.epochs)
     if settings.fine_tune and not backbone.is_scratch:
-        phases["fine-tune"] = fit_phase(classifier, ImageSource(options, settings.augment), dataset, settings,
+        phases["fine-tune"] = fit_phase(classifier, ImageSource(options, settings.decode_parallelism, settings.augment),
+                                        dataset, settings,
                                         log_dir, "fine-tune", settings.fine_tune_learning_rate,
                                         settings.fine_tune_epochs)
         features = None     # the backbone moved: cached features no longer describe it
@@ -142,12 +151,14 @@ class ImageSource:
     """Batches of decoded images with their targets; augmented only when shuffled for training."""
 
     options: images.Preprocessing
+    parallel_decodes: int
     augment: bool = False
 
     def batches(self, examples: list[Example], k: int, batch_size: int, shuffle_seed: int | None = None):
         targets = inputs.one_hot([e.label_index for e in examples], k)
         return inputs.image_batches([str(e.path) for e in examples], targets, self.options, batch_size,
-                                    shuffle_seed=shuffle_seed, augment=self.augment and shuffle_seed is not None)
+                                    self.parallel_decodes, shuffle_seed=shuffle_seed,
+                                    augment=self.augment and shuffle_seed is not None)
 
 
 def fit_phase(network: keras.Model, source, dataset: Dataset, settings: TrainSettings, log_dir: str | None,
@@ -164,13 +175,13 @@ def fit_phase(network: keras.Model, source, dataset: Dataset, settings: TrainSet
 
 
 def scores_of(trained: Trained, examples: list[Example], k: int, batch_size: int,
-              options: images.Preprocessing) -> np.ndarray:
+              source: ImageSource) -> np.ndarray:
     """Probabilities [N, K]: from the cached features when they still hold, else from the images."""
     if not examples:
         return np.zeros([0, k], np.float32)
     if trained.features is not None:
         return trained.head.predict(FeatureSource(trained.features).batches(examples, k, batch_size), verbose=0)
-    return trained.classifier.predict(ImageSource(options).batches(examples, k, batch_size), verbose=0)
+    return trained.classifier.predict(source.batches(examples, k, batch_size), verbose=0)
 
 
 def progress_bars(settings: TrainSettings) -> bool:
@@ -178,11 +189,11 @@ def progress_bars(settings: TrainSettings) -> bool:
     return settings.progress if settings.progress is not None else sys.stderr.isatty()
 
 
-def build_report(dataset: Dataset, trained: Trained, options: images.Preprocessing, batch_size: int) -> dict:
+def build_report(dataset: Dataset, trained: Trained, source: ImageSource, batch_size: int) -> dict:
     splits, wrong = {}, []
     for name in SPLITS:
         examples = dataset.split(name)
-        scores = scores_of(trained, examples, len(dataset.labels), batch_size, options)
+        scores = scores_of(trained, examples, len(dataset.labels), batch_size, source)
         truth = [e.label_index for e in examples]
         splits[name] = report.split_metrics(scores, truth, dataset.labels)
         if name == "test":
