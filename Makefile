@@ -11,13 +11,13 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 flag   = $(if $($(1)),$(2) $($(1)))
 switch = $(if $(filter 1 true yes,$($(1))),$(2))
 
-.PHONY: help venv test train serve validate pages demo publish rollback pin unpin status clean-staged drill bench e2e clean \
+.PHONY: help venv test train evaluate serve validate pages demo publish rollback pin unpin status clean-staged drill bench e2e clean \
   k8s-check
 
 help:
 	@echo "make test | demo | train DATA=dir | serve | validate DIR=dir | pages PDFS=dir OUT=dir"
 	@echo "     status | publish | rollback"
-	@echo "     pin VERSION=v | unpin | clean-staged | drill | bench | e2e      (variables: see README.md)"
+	@echo "     pin VERSION=v | unpin | clean-staged | drill | bench | e2e | evaluate MANIFEST=f|TEST=d  (see README.md)"
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -42,7 +42,11 @@ TRAIN_FLAGS = $(call flag,DATA,--data) $(call flag,MODULE,--module) \
   $(call flag,MIN_DELTA,--min-delta) \
   $(call flag,FINE_TUNE_EPOCHS,--fine-tune-epochs) $(call flag,FINE_TUNE_LEARNING_RATE,--fine-tune-learning-rate) \
   $(call flag,VALIDATE,--validate) $(call flag,TOLERANCE,--tolerance) $(call switch,FORCE,--force) \
-  $(call flag,PDF_RENDERER,--pdf-renderer) $(call flag,PDF_CACHE,--pdf-cache)
+  $(call flag,PDF_RENDERER,--pdf-renderer) $(call flag,PDF_CACHE,--pdf-cache) \
+  $(call flag,RECIPE,--recipe) $(call flag,TILES,--tiles) $(call flag,HEAD,--head) $(call flag,RIDGE_STRENGTH,--ridge-strength) \
+  $(call flag,BALANCE_CLASSES,--balance-classes) $(call flag,CALIBRATE,--calibrate) \
+  $(call flag,SELECTION_FOLDS,--selection-folds) $(call flag,SELECTION_REPEATS,--selection-repeats) \
+  $(call flag,SELECTION_MARGIN,--selection-margin) $(call flag,SELECTION_IMAGES,--selection-images)
 
 train: $(STAMP)
 	@test -n "$(DATA)" || { echo "usage: make train DATA=dir  (one sub-folder of images per class)"; exit 2; }
@@ -104,6 +108,14 @@ drill: $(STAMP)
 	$(IMGCLF) drill $(call flag,CLIENTS,--clients) $(call flag,PUBLISHES,--publishes) \
 	  $(call flag,ROLLBACKS,--rollbacks) $(call flag,STEADY_SECONDS,--steady-seconds) \
 	  $(call flag,WORKDIR,--workdir) $(call flag,MODEL,--model) $(call flag,OUTPUT,--output)
+EVALUATE_FLAGS = $(call flag,MANIFEST,--manifest) $(call flag,GROUP_COLUMN,--group-column) \
+  $(call flag,GROUP_SEPARATOR,--group-separator) $(call flag,TEST,--test) $(call flag,SEEDS,--seeds) \
+  $(call flag,OUTPUT,--output) $(call flag,WORKDIR,--workdir)
+
+evaluate: $(STAMP)
+	@test -n "$(MANIFEST)$(TEST)" || { echo "usage: make evaluate MANIFEST=file.tsv | DATA=dir TEST=dir,dir  [train variables]"; exit 2; }
+	$(IMGCLF) evaluate $(EVALUATE_FLAGS) $(TRAIN_FLAGS)
+
 bench: $(STAMP)
 	$(IMGCLF) bench $(call switch,QUICK,--quick) $(call flag,MODULE,--module) $(call flag,DATA,--data) \
 	  $(call flag,EPOCHS,--epochs) $(call flag,BENCH_DIR,--output-dir)

@@ -77,7 +77,10 @@ def test_unreachable_hub_handle_names_the_local_way_out():
 
 
 def test_trains_on_a_hub_module_with_a_feature_cache(sample_dataset, tmp_path, tiny_module):
-    settings = settings_for(sample_dataset, tmp_path, tiny_module)
+    # Grey, quadrants and the layout head with softmax heads: three parts cached, two heads
+    # trained by epochs.
+    settings = settings_for(sample_dataset, tmp_path, tiny_module, grayscale=True, quadrants=True, layout_grid=32,
+                            head="softmax")
     first = train_and_publish(settings)
     assert first.report["splits"]["test"]["accuracy"] >= 0.9
     assert first.metadata["timing"]["features_seconds"] is not None
@@ -103,7 +106,8 @@ def test_trains_on_a_hub_module_with_a_feature_cache(sample_dataset, tmp_path, t
 
 
 def test_without_a_layout_map_one_head_is_trained_and_exported(sample_dataset, tmp_path, tiny_module):
-    result = train_and_publish(settings_for(sample_dataset, tmp_path, tiny_module, layout_grid=0))
+    result = train_and_publish(settings_for(sample_dataset, tmp_path, tiny_module, grayscale=True, quadrants=True,
+                                            layout_grid=0, head="softmax"))
     assert set(result.metadata["timing"]["phases"]) == {"head"}
     assert result.report["splits"]["test"]["accuracy"] >= 0.9
     served = tf.saved_model.load(str(result.version_dir)).signatures[contract.SIGNATURE_NAME]
@@ -239,11 +243,43 @@ def test_settings_problems_are_said_once_naming_the_flag(tmp_path, overrides, na
 
 def test_without_a_terminal_progress_is_one_log_line_per_epoch(sample_dataset, tmp_path, tiny_module, caplog,
                                                                 capsys):
-    settings = settings_for(sample_dataset, tmp_path, tiny_module, progress=None, layout_grid=0, epochs=4,
-                            patience=10)
+    settings = settings_for(sample_dataset, tmp_path, tiny_module, progress=None, recipe="photo", head="softmax",
+                            epochs=4, patience=10)
     with caplog.at_level(logging.INFO, logger="imgclf"):
         train(settings)
     epochs = [r.getMessage() for r in caplog.records if " epoch " in r.getMessage()]
     assert [line.split(":")[0] for line in epochs] == [f"head epoch {i}/4" for i in range(1, 5)]
     assert any(r.getMessage().startswith("features (whole): 80/80 images") for r in caplog.records)
     assert "\r" not in capsys.readouterr().err     # no bar redrawn into the log
+
+
+def test_auto_recipe_is_measured_recorded_and_served(sample_dataset, tmp_path, tiny_module):
+    result = train_and_publish(settings_for(sample_dataset, tmp_path, tiny_module, selection_repeats=1))
+    chosen = result.metadata["recipe"]
+    assert chosen["mode"] == "auto" and chosen["reason"] and chosen["images"] == sum(
+        sum(result.metadata["counts"]["per_split"][split].values()) for split in ("train", "validation"))
+    assert [t["stage"] for t in chosen["tried"]] == [1, 1, 2, 2, 2, 2]
+    assert all(t["ms_per_image"] > 0 and 0 <= t["cv_accuracy"] <= 1 for t in chosen["tried"])
+    assert sum(t["chosen"] for t in chosen["tried"]) == 1
+    assert result.metadata["preprocessing"]["grayscale"] == chosen["chosen"]["grayscale"]
+    assert result.metadata["passes_per_image"] == chosen["passes"] == 1 + 4 * chosen["chosen"]["quadrants"]
+    assert result.metadata["head"] == "ridge" and result.report["fitted_on"] == ["train", "validation"]
+    test = result.report["splits"]["test"]
+    assert test["accuracy"] >= 0.9 and 0 <= test["ece"] <= 1 and test["balanced_accuracy"] >= 0.9
+    # The exported signature scores the test split as the report did.
+    data = result.report["splits"]
+    served = tf.saved_model.load(str(result.version_dir)).signatures[contract.SIGNATURE_NAME]
+    held = json.loads((result.version_dir / contract.ASSETS_EXTRA_DIR / contract.METADATA_FILE).read_text())
+    assert held["recipe"] == chosen and data["test"]["count"] > 0
+    files = sorted((sample_dataset / result.labels[1]).iterdir())[:4]
+    scores = served(**{contract.INPUT_NAME: tf.constant([f.read_bytes() for f in files])})[contract.SCORES_OUTPUT]
+    np.testing.assert_allclose(scores.numpy().sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_explicit_options_force_the_recipe_and_nothing_is_measured(sample_dataset, tmp_path, tiny_module):
+    result = train(settings_for(sample_dataset, tmp_path, tiny_module, grayscale=False, quadrants=True,
+                                layout_grid=0))
+    chosen = result.metadata["recipe"]
+    assert chosen["tried"] == [] and chosen["reason"] == "every option given"
+    assert chosen["chosen"] == {"grayscale": False, "quadrants": True, "layout_grid": 0, "tiles": False}
+    assert result.metadata["passes_per_image"] == 5 and set(result.metadata["timing"]["phases"]) == {"head"}

@@ -139,10 +139,12 @@ def measure_training(inputs: Inputs, epochs: int, workdir: Path) -> dict:
     from imgclf import images
     from imgclf.trainer.data import discover
     from imgclf.trainer.features import FeatureCache, FileProbe
-    from imgclf.trainer.pipeline import fit_classifier
+    from imgclf.trainer.fitting import fit_classifier
 
+    # The document recipe with the epoch-trained softmax head: what the cache saves is epochs.
     settings = TrainSettings(data=str(inputs.train_dir), module=inputs.module, image_size=inputs.image_size,
-                             epochs=epochs, patience=epochs, progress=False)
+                             epochs=epochs, patience=epochs, progress=False, head="softmax", calibrate=False,
+                             grayscale=True, quadrants=True, layout_grid=32)
     backbone = frozen_backbone(inputs, settings)
     options = images.Preprocessing(backbone.image_size, settings.grayscale)
     dataset = discover(settings.data, settings.validation_percent, settings.test_percent, FileProbe(options))

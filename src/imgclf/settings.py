@@ -44,10 +44,32 @@ class TrainSettings:
     label_smoothing: float = 0.1         # LABEL_SMOOTHING
     patience: int = 15                   # PATIENCE: epochs without a better validation loss
     min_delta: float = 0.0               # MIN_DELTA: a smaller fall of the loss is not "better"
-    grayscale: bool = True               # GRAYSCALE: drop colour in preprocessing (a shortcut cue)
-    quadrants: bool = True               # QUADRANTS: add features of each image quarter at 2x (5 passes)
-    layout_grid: int = 32                # LAYOUT_GRID: side of the page's ink map a second head reads; 0 = off
+    recipe: str = "auto"                 # RECIPE: auto = measure the options below that are left unset
+                                         #   on this data and keep the cheapest that is as good as the
+                                         #   best; document = grey, quadrants, layout head; photo =
+                                         #   colour, whole image (docs/training.md)
+    grayscale: bool | None = None        # GRAYSCALE: drop colour in preprocessing; unset = the recipe's
+    quadrants: bool | None = None        # QUADRANTS: add features of each image quarter at 2x (5 passes
+                                         #   per image instead of 1); unset = the recipe's
+    layout_grid: int | None = None       # LAYOUT_GRID: side of the page's ink map a second head reads;
+                                         #   0 = off; unset = the recipe's
     layout_weight: float = 0.33          # LAYOUT_WEIGHT: that head's share of the scores
+    tiles: bool | None = None            # TILES: read the mean of the features of a 4x4 grid of tiles,
+                                         #   each enlarged 4x, instead of the whole image (16 passes per
+                                         #   image); unset = the recipe's (auto does not measure it)
+    head: str = "ridge"                  # HEAD: ridge (closed form on cached features, no epochs) or
+                                         #   softmax (dropout + softmax, early stopping); training on
+                                         #   images (scratch, AUGMENT, FINE_TUNE) always uses softmax
+    ridge_strength: float = 1.0          # RIDGE_STRENGTH: its L2 penalty, relative to the features' size
+    balance_classes: bool = True         # BALANCE_CLASSES: every class weighs the same in the head's loss
+    calibrate: bool = True               # CALIBRATE: temperature scaling fitted on the validation split,
+                                         #   inside the exported graph
+    selection_folds: int = 5             # SELECTION_FOLDS: cross-validation folds when RECIPE=auto measures
+    selection_repeats: int = 3           # SELECTION_REPEATS: ... repeated with other folds
+    selection_margin: float = 1.64       # SELECTION_MARGIN: standard errors by which a costlier recipe
+                                         #   must beat a cheaper one to be chosen
+    selection_images: int = 3000         # SELECTION_IMAGES: at most this many images measured (a
+                                         #   stratified sample of train + validation)
     cache_dir: str = ""                  # CACHE_DIR: feature cache; "" = <models>/.cache/features
     warmup_records: int = 8              # WARMUP_RECORDS: real images replayed by the server on load
     log_dir: str = ""                    # LOG_DIR: TensorBoard logs; "" = <models>/.logs/<model_name>
@@ -83,7 +105,15 @@ _TRAIN_CHECKS = (
     (lambda s: 0.0 <= s.dropout < 1.0, "--dropout {s.dropout}: must lie in [0, 1)"),
     (lambda s: 0.0 <= s.label_smoothing < 1.0, "--label-smoothing {s.label_smoothing}: must lie in [0, 1)"),
     (lambda s: s.patience >= 0, "--patience {s.patience}: must be 0 or more"),
-    (lambda s: s.layout_grid >= 0, "--layout-grid {s.layout_grid}: must be 0 (off) or a grid side such as 32"),
+    (lambda s: s.recipe in ("auto", "document", "photo"), "--recipe {s.recipe}: must be auto, document or photo"),
+    (lambda s: s.head in ("ridge", "softmax"), "--head {s.head}: must be ridge or softmax"),
+    (lambda s: s.layout_grid is None or s.layout_grid >= 0,
+     "--layout-grid {s.layout_grid}: must be 0 (off) or a grid side such as 32"),
+    (lambda s: s.ridge_strength > 0, "--ridge-strength {s.ridge_strength}: must be above 0"),
+    (lambda s: s.selection_folds >= 2, "--selection-folds {s.selection_folds}: must be 2 or more"),
+    (lambda s: s.selection_repeats >= 1, "--selection-repeats {s.selection_repeats}: must be 1 or more"),
+    (lambda s: s.selection_margin >= 0, "--selection-margin {s.selection_margin}: must be 0 or more"),
+    (lambda s: s.selection_images >= 10, "--selection-images {s.selection_images}: must be 10 or more"),
     (lambda s: 0.0 <= s.layout_weight <= 1.0, "--layout-weight {s.layout_weight}: must lie between 0 and 1"),
     (lambda s: s.validation_percent >= 0 and s.test_percent >= 0
      and s.validation_percent + s.test_percent < 100,
@@ -133,6 +163,22 @@ def add_settings_flags(parser: argparse.ArgumentParser, settings_class, helps: d
 
 def to_dict(settings) -> dict:
     return dataclasses.asdict(settings)
+
+
+@dataclass
+class EvaluateSettings:
+    """`make evaluate` / `imgclf evaluate`: `make train`'s accuracy on sources or styles it never
+    saw, through the exported signature. Every TrainSettings flag applies to its trainings."""
+
+    manifest: str = ""                   # MANIFEST: TSV of images (paths relative to it), `label` and a
+                                         #   group column: leave one group out over them
+    group_column: str = "source"         # GROUP_COLUMN: the manifest's column that names the group
+    group_separator: str = ":"           # GROUP_SEPARATOR: a group is the value up to it ("debian:tex"
+                                         #   is "debian"); "" = the whole value
+    test: str = ""                       # TEST: or train on DATA and test on these folders (comma-separated)
+    seeds: str = "42"                    # SEEDS: comma-separated; every seed trains and tests again
+    output: str = ""                     # OUTPUT: also write the figures here as JSON
+    workdir: str = ""                    # WORKDIR: fold data and models ("" = a temporary folder)
 
 
 @dataclass

@@ -26,8 +26,10 @@ class ModuleError(RuntimeError):
     """A module that cannot be fetched or used; the message says what to do instead."""
 
 
-WHOLE, QUADRANTS = "whole", "quadrants"   # the views a backbone can see; layout parts: layout_part(grid)
-_PASSES = {WHOLE: 1, QUADRANTS: 4}         # backbone passes per image
+WHOLE, QUADRANTS, TILES = "whole", "quadrants", "tiles"   # the views; layout parts: layout_part(grid)
+_PASSES = {WHOLE: 1, QUADRANTS: 4, TILES: 16}             # backbone passes per image
+_VIEWS_KEPT = {WHOLE: 1, QUADRANTS: 4, TILES: 1}          # feature vectors kept (tiles: their mean)
+_TILE_GRID = 4
 
 
 def layout_part(grid: int) -> str:
@@ -39,8 +41,8 @@ class Backbone:
     """A feature-vector network and the parts of the features the classifier reads.
 
     The features of an image are its parts side by side, in order: the network's features of the
-    whole image, then of its four quadrants enlarged (QUADRANTS), then the page's ink map
-    (layout_part(grid)). Each part is cached on its own, so recipes that share a part share its
+    whole image (or the mean of those of 4x4 tiles, TILES), then of its four quadrants enlarged
+    (QUADRANTS), then the page's ink map (layout_part(grid)). Each part is cached on its own, so recipes that share a part share its
     cost; `layer` computes all of them, in the exported graph as in training."""
 
     module: str                      # as the user gave it
@@ -62,7 +64,7 @@ class Backbone:
         return self.fingerprint is None
 
     def part_dim(self, part: str) -> int:
-        return _PASSES[part] * self.view_dim if part in _PASSES else int(part[len("layout"):]) ** 2
+        return _VIEWS_KEPT[part] * self.view_dim if part in _PASSES else int(part[len("layout"):]) ** 2
 
     @property
     def feature_dim(self) -> int:
@@ -80,18 +82,19 @@ class Backbone:
 
 
 def load_backbone(module: str, image_size: int = 0, trainable: bool = False,
-                  quadrants: bool = False, layout_grid: int = 0) -> Backbone:
+                  quadrants: bool = False, layout_grid: int = 0, tiles: bool = False) -> Backbone:
     """image_size 0 takes the module's own size; a module that fixes its size refuses another.
-    quadrants adds the features of each quarter of the image, enlarged; the scratch backbone
-    learns its own scales and ignores it. layout_grid > 0 appends the page's ink map on a
-    layout_grid x layout_grid grid."""
-    backbone = _load_network(module, image_size, trainable)
-    return with_parts(backbone, quadrants and not backbone.is_scratch, layout_grid)
+    The other options choose the parts of the features: see with_parts."""
+    return with_parts(_load_network(module, image_size, trainable), quadrants, layout_grid, tiles)
 
 
-def with_parts(backbone: Backbone, quadrants: bool, layout_grid: int) -> Backbone:
-    """The same network (no reload, shared weights) reading other parts of the image."""
-    parts = (WHOLE,) + ((QUADRANTS,) if quadrants else ()) + ((layout_part(layout_grid),) if layout_grid else ())
+def with_parts(backbone: Backbone, quadrants: bool, layout_grid: int, tiles: bool = False) -> Backbone:
+    """The same network (no reload, shared weights) reading other parts of the image: tiles reads
+    the mean of 4x4 tiles' features instead of the whole image's, quadrants adds the features of
+    each quarter of the image enlarged, layout_grid > 0 the page's ink map on a grid of that side.
+    The scratch backbone learns its own scales: it has neither tiles nor quadrants."""
+    views = () if backbone.is_scratch else (((TILES,) if tiles else ()) + ((QUADRANTS,) if quadrants else ()))
+    parts = (views if TILES in views else (WHOLE,) + views) + ((layout_part(layout_grid),) if layout_grid else ())
     return dataclasses.replace(backbone, parts=parts, layer=None)
 
 
@@ -118,6 +121,9 @@ class FeatureParts(keras.layers.Layer):
     - QUADRANTS: its features of each quarter of the image enlarged to full size. ImageNet modules
       see a page at 224 px as a few grey blocks; at twice the scale the texture of title, columns,
       formulas and figures shows. Four more backbone passes per image.
+    - TILES: the mean of its features of each tile of a 4x4 grid enlarged to full size: the
+      texture of the print at four times the scale, wherever it sits on the page. Pages from
+      sources never seen were told apart best this way (docs/training.md). 16 passes per image.
     - layout<grid>: how much ink each cell of a grid x grid map of the page holds. ImageNet
       features describe texture; where the text, title, columns and figures sit is a cue of its
       own, and one a linear head reads straight from the map. Costs no backbone pass.
@@ -136,15 +142,22 @@ class FeatureParts(keras.layers.Layer):
         if part == WHOLE:
             return self.network(pictures, training=training)
         if part == QUADRANTS:
-            size, half = self.image_size, self.image_size // 2
-            views = [tf.image.resize(pictures[:, top:top + half, left:left + half], [size, size], antialias=True)
-                     for top in (0, half) for left in (0, half)]
+            views = self._tiles(pictures, 2)
             features = self.network(tf.concat(views, axis=0), training=training)
             return tf.concat(tf.split(features, len(views), axis=0), axis=1)
+        if part == TILES:   # one tile at a time: sixteen at once would hold 16x the activations
+            return tf.add_n([self.network(tile, training=training) for tile in self._tiles(pictures, _TILE_GRID)]) \
+                / float(_TILE_GRID ** 2)
         grid = int(part[len("layout"):])
         ink = 1.0 - tf.reduce_mean(pictures, axis=-1, keepdims=True)
         cells = tf.image.resize(ink, [grid, grid], method="area")
         return tf.reshape(cells, [-1, grid * grid])
+
+    def _tiles(self, pictures, grid: int) -> list:
+        """The grid x grid tiles of the pictures, row by row, each enlarged to full size."""
+        size, step = self.image_size, self.image_size // grid
+        return [tf.image.resize(pictures[:, top:top + step, left:left + step], [size, size], antialias=True)
+                for top in range(0, step * grid, step) for left in range(0, step * grid, step)]
 
 
 def _resolve(module: str) -> Path:

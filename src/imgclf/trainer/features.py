@@ -114,12 +114,13 @@ def part_features(examples: Sequence[Example], backbone: Backbone, part: str, op
         digests = list(missing)
         batches = inputs.image_dataset([missing[d] for d in digests], options, parallel_decodes).batch(batch_size)
         batches = batches.prefetch(tf.data.AUTOTUNE)
+        # Called eagerly: the module's own call is a graph function already, and a tf.function per
+        # part and colour would be retraced for each and warned about.
         layer = FeatureParts(backbone.network, backbone.image_size, (part,))
-        extract = tf.function(lambda batch: layer(batch, training=False), reduce_retracing=True)
         done = 0
         with Progress(len(digests), f"features ({part})", bars) as progress:
             for batch in batches:
-                vectors = extract(batch).numpy()
+                vectors = layer(batch, training=False).numpy()
                 for digest, vector in zip(digests[done:done + len(vectors)], vectors):
                     cache.store(part, digest, vector)
                 done += len(vectors)

@@ -10,17 +10,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from imgclf import contract, images, model_store, settings as settings_module
 from imgclf.pdf import store as pdf_store
 from imgclf.settings import SettingsError, TrainSettings
-from imgclf.trainer import export, inputs, model, report
-from imgclf.trainer.backbone import Backbone, load_backbone
-from imgclf.trainer.data import SPLITS, Dataset, Example, discover
-from imgclf.trainer.features import FeatureCache, FileProbe, compute_features
+from imgclf.trainer import export, report
+from imgclf.trainer.backbone import Backbone, load_backbone, with_parts
+from imgclf.trainer.data import SPLITS, Dataset, discover
+from imgclf.trainer.features import FeatureCache, FileProbe
+from imgclf.trainer.fitting import ImageSource, Trained, fit_classifier, scores_of
+from imgclf.trainer.recipe import RecipeChoice
+from imgclf.trainer.selection import choose_recipe
 
 log = logging.getLogger(__name__)
 
@@ -37,39 +39,25 @@ class TrainResult:
     held_out: list[tuple[Path, str]]   # (file, label): the split the promotion gate measures on
 
 
-@dataclass
-class Trained:
-    """What training produced: the layers to export, and how to score examples with them."""
-
-    backbone: Backbone
-    head: keras.Model
-    classifier: keras.Model          # images -> backbone -> head
-    phases: dict                     # phase -> {"epoch_seconds": [...], "best_epoch": n}
-    features_seconds: float | None
-    # Cached features by image digest while they still are what the exported backbone computes;
-    # None when there are none or fine-tuning moved the backbone: then scoring runs on images.
-    features: dict[str, np.ndarray] | None
-
-
 def train(settings: TrainSettings) -> TrainResult:
-    """Trains, then exports into a new staging folder of the model store and seals it."""
+    """Chooses the recipe, trains, then exports into a new staging folder of the model store and
+    seals it."""
     problem = settings.problem()
     if problem:
         raise SettingsError(problem)
     started = time.perf_counter()
     keras.utils.set_random_seed(settings.seed)
-    backbone = load_backbone(settings.module, settings.image_size, trainable=settings.fine_tune,
-                             quadrants=settings.quadrants, layout_grid=settings.layout_grid)
-    options = images.Preprocessing(backbone.image_size, settings.grayscale)
+    bars = progress_bars(settings)
+    network = load_backbone(settings.module, settings.image_size, trainable=settings.fine_tune)
+    dataset = discover_data(settings, network, bars)
+    choice = choose_recipe(dataset, network, settings, feature_cache_dir(settings), bars)
+    log.info("recipe: %s (%s)", choice.recipe.describe(), choice.reason)
+    backbone = with_parts(network, choice.recipe.quadrants, choice.recipe.layout_grid, choice.recipe.tiles)
+    options = images.Preprocessing(backbone.image_size, choice.recipe.grayscale)
     cache = None if backbone.is_scratch else FeatureCache(feature_cache_dir(settings), backbone, options)
-    with pdf_store.for_command(settings.pdf_renderer, pdf_cache_dir(settings), progress_bars(settings)) as pdfs:
-        dataset = discover(settings.data, settings.validation_percent, settings.test_percent,
-                           FileProbe(options, cache), images_of=pdfs.image_paths)
-    log_dir = run_log_dir(settings)
-    trained = fit_classifier(dataset, backbone, options, cache, settings, log_dir)
+    trained = fit_classifier(dataset, backbone, options, cache, settings, run_log_dir(settings), bars)
     run_report = build_report(dataset, trained, ImageSource(options, settings.decode_parallelism),
-                              settings.batch_size)
-
+                              settings.batch_size, choice)
     base_path = contract.model_base_path(settings.models, settings.model_name)
     metadata = training_metadata(settings, backbone, options, dataset, trained, run_report,
                                  seconds=time.perf_counter() - started)
@@ -87,6 +75,16 @@ def train(settings: TrainSettings) -> TrainResult:
                        [(e.path, dataset.labels[e.label_index]) for e in held_out])
 
 
+def discover_data(settings: TrainSettings, backbone: Backbone, bars: bool) -> Dataset:
+    """The usable images of DATA (PDFs rendered), each decoded once to check it, unless its
+    features are cached already (then it was decoded before)."""
+    options = images.Preprocessing(backbone.image_size, grayscale=False)
+    cache = None if backbone.is_scratch else FeatureCache(feature_cache_dir(settings), backbone, options)
+    with pdf_store.for_command(settings.pdf_renderer, pdf_cache_dir(settings), bars) as pdfs:
+        return discover(settings.data, settings.validation_percent, settings.test_percent,
+                        FileProbe(options, cache), images_of=pdfs.image_paths)
+
+
 def feature_cache_dir(settings: TrainSettings) -> Path:
     return Path(settings.cache_dir) if settings.cache_dir else Path(settings.models) / ".cache" / "features"
 
@@ -101,95 +99,13 @@ def run_log_dir(settings: TrainSettings) -> str:
     return str(root / time.strftime("%Y%m%d-%H%M%S"))
 
 
-def fit_classifier(dataset: Dataset, backbone: Backbone, options: images.Preprocessing,
-                   cache: FeatureCache | None, settings: TrainSettings, log_dir: str | None) -> Trained:
-    """Trains the head on cached features when the backbone is frozen and images are not
-    augmented, one branch after the other; otherwise end to end on images. Fine-tuning then
-    unfreezes the backbone."""
-    head, branches = model.build_classifier_head(backbone.feature_dim, backbone.layout_dim, len(dataset.labels),
-                                                 settings.dropout, settings.seed, settings.layout_weight)
-    classifier = model.build_full_model(backbone, head)
-    features, features_seconds, phases = None, None, {}
-    if cache is not None and not settings.augment:
-        begun = time.perf_counter()
-        vectors = compute_features(dataset.examples, backbone, options, cache, settings.batch_size,
-                                   progress_bars(settings), settings.decode_parallelism)
-        features_seconds = time.perf_counter() - begun
-        features = dict(zip((e.digest for e in dataset.examples), vectors))
-        for branch in branches:
-            phases[branch.name] = fit_phase(branch.model, FeatureSource(features, branch.columns), dataset,
-                                            settings, log_dir, branch.name, settings.learning_rate, settings.epochs)
-    else:
-        phase = "end-to-end" if backbone.is_scratch else "head-on-images"
-        phases[phase] = fit_phase(classifier, ImageSource(options, settings.decode_parallelism, settings.augment),
-                                  dataset, settings, log_dir, phase, settings.learning_rate, settings.epochs)
-    if settings.fine_tune and not backbone.is_scratch:
-        phases["fine-tune"] = fit_phase(classifier, ImageSource(options, settings.decode_parallelism, settings.augment),
-                                        dataset, settings,
-                                        log_dir, "fine-tune", settings.fine_tune_learning_rate,
-                                        settings.fine_tune_epochs)
-        features = None     # the backbone moved: cached features no longer describe it
-    return Trained(backbone, head, classifier, phases, features_seconds, features)
-
-
-@dataclass(frozen=True)
-class FeatureSource:
-    """Batches of cached features (the columns one head reads) with their targets."""
-
-    features: dict
-    columns: slice | None = None     # None: all of them
-
-    def batches(self, examples: list[Example], k: int, batch_size: int, shuffle_seed: int | None = None):
-        columns = self.columns or slice(None)
-        stacked = np.stack([self.features[e.digest][columns] for e in examples])
-        return inputs.feature_batches(stacked, inputs.one_hot([e.label_index for e in examples], k), batch_size,
-                                      shuffle_seed=shuffle_seed)
-
-
-@dataclass(frozen=True)
-class ImageSource:
-    """Batches of decoded images with their targets; augmented only when shuffled for training."""
-
-    options: images.Preprocessing
-    parallel_decodes: int
-    augment: bool = False
-
-    def batches(self, examples: list[Example], k: int, batch_size: int, shuffle_seed: int | None = None):
-        targets = inputs.one_hot([e.label_index for e in examples], k)
-        return inputs.image_batches([str(e.path) for e in examples], targets, self.options, batch_size,
-                                    self.parallel_decodes, shuffle_seed=shuffle_seed,
-                                    augment=self.augment and shuffle_seed is not None)
-
-
-def fit_phase(network: keras.Model, source, dataset: Dataset, settings: TrainSettings, log_dir: str | None,
-              phase: str, learning_rate: float, epochs: int) -> dict:
-    """One training phase with early stopping on the validation split; its epoch times and best epoch."""
-    k, train, validation = len(dataset.labels), dataset.split("train"), dataset.split("validation")
-    model.compile_for_training(network, learning_rate, settings.label_smoothing)
-    result = model.fit(
-        network, source.batches(train, k, settings.batch_size, shuffle_seed=settings.seed),
-        source.batches(validation, k, settings.batch_size) if validation else None,
-        steps=model.steps_per_epoch(len(train), settings.batch_size), epochs=epochs, patience=settings.patience,
-        min_delta=settings.min_delta, log_dir=log_dir, phase=phase, bars=progress_bars(settings))
-    return {"epoch_seconds": rounded(result.epoch_seconds), "best_epoch": result.best_epoch}
-
-
-def scores_of(trained: Trained, examples: list[Example], k: int, batch_size: int,
-              source: ImageSource) -> np.ndarray:
-    """Probabilities [N, K]: from the cached features when they still hold, else from the images."""
-    if not examples:
-        return np.zeros([0, k], np.float32)
-    if trained.features is not None:
-        return trained.head.predict(FeatureSource(trained.features).batches(examples, k, batch_size), verbose=0)
-    return trained.classifier.predict(source.batches(examples, k, batch_size), verbose=0)
-
-
 def progress_bars(settings: TrainSettings) -> bool:
     """Bars when asked, or by default when stderr is a terminal; else log lines."""
     return settings.progress if settings.progress is not None else sys.stderr.isatty()
 
 
-def build_report(dataset: Dataset, trained: Trained, source: ImageSource, batch_size: int) -> dict:
+def build_report(dataset: Dataset, trained: Trained, source: ImageSource, batch_size: int,
+                 choice: RecipeChoice) -> dict:
     splits, wrong = {}, []
     for name in SPLITS:
         examples = dataset.split(name)
@@ -199,7 +115,10 @@ def build_report(dataset: Dataset, trained: Trained, source: ImageSource, batch_
         if name == "test":
             wrong = report.misclassified([e.path for e in examples], scores, truth, dataset.labels)
     counts = dataset.counts()
-    return {"labels": dataset.labels, "splits": splits, "misclassified_test": wrong,
+    fitted_on = sorted({split for figures in trained.phases.values() for split in figures.get("fitted_on", ["train"])})
+    return {"labels": dataset.labels, "recipe": choice.as_dict(), "calibration": trained.calibration,
+            "fitted_on": fitted_on,
+            "splits": splits, "misclassified_test": wrong,
             "skipped": counts["skipped"], "skipped_files": counts["skipped_files"]}
 
 
@@ -209,10 +128,15 @@ def training_metadata(settings: TrainSettings, backbone: Backbone, options: imag
         "module": settings.module,
         "module_fingerprint": backbone.fingerprint,
         "preprocessing": options.as_dict(),
+        "recipe": run_report["recipe"],
+        "head": "ridge" if trained.features is not None and settings.head == "ridge" else "softmax",
+        "calibration": trained.calibration,
+        "passes_per_image": backbone.passes,
         "labels": dataset.labels,
         "settings": settings_module.to_dict(settings),
         "counts": dataset.counts(),
         "accuracy": {name: m["accuracy"] for name, m in run_report["splits"].items()},
+        "calibration_error": {name: m["ece"] for name, m in run_report["splits"].items()},
         "timing": {"features_seconds": rounded_one(trained.features_seconds),
                    "phases": trained.phases, "total_seconds": round(seconds, 2)},
         "tensorflow_version": tf.__version__,
@@ -249,9 +173,14 @@ def timing_summary(metadata: dict) -> str:
     timing = metadata["timing"]
     images_count = sum(sum(per_class.values()) for per_class in metadata["counts"]["per_split"].values())
     parts = []
+    if metadata["recipe"]["mode"] == "auto" and metadata["recipe"]["tried"]:
+        parts.append(f"recipe measured in {metadata['recipe']['seconds']:.1f} s")
     if timing["features_seconds"] is not None:
         parts.append(f"features of {images_count} images {timing['features_seconds']:.1f} s")
     for phase, figures in timing["phases"].items():
+        if "fit_seconds" in figures:
+            parts.append(f"{phase}: ridge fit {figures['fit_seconds']:.2f} s")
+            continue
         seconds = figures["epoch_seconds"]
         text = f"{phase}: {len(seconds)} epochs, first {seconds[0]:.2f} s"
         if len(seconds) > 1:
@@ -259,10 +188,6 @@ def timing_summary(metadata: dict) -> str:
             text += f", later {later:.3f} s each, best epoch {figures['best_epoch']}"
         parts.append(text)
     return "timing: " + "; ".join(parts)
-
-
-def rounded(values) -> list[float]:
-    return [round(v, 3) for v in values]
 
 
 def rounded_one(value: float | None) -> float | None:
