@@ -35,7 +35,7 @@ TRAIN_FLAGS = $(call flag,DATA,--data) $(call flag,MODULE,--module) \
   $(call flag,IMAGE_SIZE,--image-size) $(call flag,FINE_TUNE,--fine-tune) \
   $(call flag,AUGMENT,--augment) $(call flag,VALIDATION_PERCENT,--validation-percent) \
   $(call flag,TEST_PERCENT,--test-percent) $(call flag,SEED,--seed) \
-  $(call flag,GRAYSCALE,--grayscale) $(call flag,QUADRANTS,--quadrants) $(call flag,CACHE_DIR,--cache-dir) \
+  $(call flag,GRAYSCALE,--grayscale) $(call flag,VIEW,--view) $(call flag,CACHE_DIR,--cache-dir) \
   $(call flag,LAYOUT_GRID,--layout-grid) $(call flag,LAYOUT_WEIGHT,--layout-weight) $(call flag,PROGRESS,--progress) \
   $(call flag,DECODE_PARALLELISM,--decode-parallelism) \
   $(call flag,DROPOUT,--dropout) $(call flag,LABEL_SMOOTHING,--label-smoothing) $(call flag,PATIENCE,--patience) \
@@ -43,7 +43,7 @@ TRAIN_FLAGS = $(call flag,DATA,--data) $(call flag,MODULE,--module) \
   $(call flag,FINE_TUNE_EPOCHS,--fine-tune-epochs) $(call flag,FINE_TUNE_LEARNING_RATE,--fine-tune-learning-rate) \
   $(call flag,VALIDATE,--validate) $(call flag,TOLERANCE,--tolerance) $(call switch,FORCE,--force) \
   $(call flag,PDF_RENDERER,--pdf-renderer) $(call flag,PDF_CACHE,--pdf-cache) \
-  $(call flag,RECIPE,--recipe) $(call flag,TILES,--tiles) $(call flag,HEAD,--head) $(call flag,RIDGE_STRENGTH,--ridge-strength) \
+  $(call flag,RECIPE,--recipe) $(call flag,HEAD,--head) $(call flag,RIDGE_STRENGTH,--ridge-strength) \
   $(call flag,BALANCE_CLASSES,--balance-classes) $(call flag,CALIBRATE,--calibrate) \
   $(call flag,SELECTION_FOLDS,--selection-folds) $(call flag,SELECTION_REPEATS,--selection-repeats) \
   $(call flag,SELECTION_MARGIN,--selection-margin) $(call flag,SELECTION_IMAGES,--selection-images)

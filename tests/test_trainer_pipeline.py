@@ -79,12 +79,12 @@ def test_unreachable_hub_handle_names_the_local_way_out():
 def test_trains_on_a_hub_module_with_a_feature_cache(sample_dataset, tmp_path, tiny_module):
     # Grey, quadrants and the layout head with softmax heads: three parts cached, two heads
     # trained by epochs.
-    settings = settings_for(sample_dataset, tmp_path, tiny_module, grayscale=True, quadrants=True, layout_grid=32,
+    settings = settings_for(sample_dataset, tmp_path, tiny_module, grayscale=True, view="quadrants", layout_grid=32,
                             head="softmax")
     first = train_and_publish(settings)
     assert first.report["splits"]["test"]["accuracy"] >= 0.9
     assert first.metadata["timing"]["features_seconds"] is not None
-    backbone = load_backbone(str(tiny_module), quadrants=True, layout_grid=settings.layout_grid)
+    backbone = load_backbone(str(tiny_module), view="quadrants", layout_grid=settings.layout_grid)
     assert backbone.feature_dim == 5 * 24 + settings.layout_grid ** 2 and backbone.passes == 5
     assert set(first.metadata["timing"]["phases"]) == {"head-texture", "head-layout"}
     cache = FeatureCache(settings.cache_dir, backbone, images.Preprocessing(TINY_SIZE, True))
@@ -106,7 +106,7 @@ def test_trains_on_a_hub_module_with_a_feature_cache(sample_dataset, tmp_path, t
 
 
 def test_without_a_layout_map_one_head_is_trained_and_exported(sample_dataset, tmp_path, tiny_module):
-    result = train_and_publish(settings_for(sample_dataset, tmp_path, tiny_module, grayscale=True, quadrants=True,
+    result = train_and_publish(settings_for(sample_dataset, tmp_path, tiny_module, grayscale=True, view="quadrants",
                                             layout_grid=0, head="softmax"))
     assert set(result.metadata["timing"]["phases"]) == {"head"}
     assert result.report["splits"]["test"]["accuracy"] >= 0.9
@@ -258,11 +258,12 @@ def test_auto_recipe_is_measured_recorded_and_served(sample_dataset, tmp_path, t
     chosen = result.metadata["recipe"]
     assert chosen["mode"] == "auto" and chosen["reason"] and chosen["images"] == sum(
         sum(result.metadata["counts"]["per_split"][split].values()) for split in ("train", "validation"))
-    assert [t["stage"] for t in chosen["tried"]] == [1, 1, 2, 2, 2, 2]
+    assert [t["stage"] for t in chosen["tried"]] == [1, 1, 2, 2, 2, 2, 2, 2]
     assert all(t["ms_per_image"] > 0 and 0 <= t["cv_accuracy"] <= 1 for t in chosen["tried"])
     assert sum(t["chosen"] for t in chosen["tried"]) == 1
     assert result.metadata["preprocessing"]["grayscale"] == chosen["chosen"]["grayscale"]
-    assert result.metadata["passes_per_image"] == chosen["passes"] == 1 + 4 * chosen["chosen"]["quadrants"]
+    assert result.metadata["passes_per_image"] == chosen["passes"] == {"whole": 1, "centre": 4, "quadrants": 5}[
+        chosen["chosen"]["view"]]
     assert result.metadata["head"] == "ridge" and result.report["fitted_on"] == ["train", "validation"]
     test = result.report["splits"]["test"]
     assert test["accuracy"] >= 0.9 and 0 <= test["ece"] <= 1 and test["balanced_accuracy"] >= 0.9
@@ -277,9 +278,9 @@ def test_auto_recipe_is_measured_recorded_and_served(sample_dataset, tmp_path, t
 
 
 def test_explicit_options_force_the_recipe_and_nothing_is_measured(sample_dataset, tmp_path, tiny_module):
-    result = train(settings_for(sample_dataset, tmp_path, tiny_module, grayscale=False, quadrants=True,
+    result = train(settings_for(sample_dataset, tmp_path, tiny_module, grayscale=False, view="quadrants",
                                 layout_grid=0))
     chosen = result.metadata["recipe"]
     assert chosen["tried"] == [] and chosen["reason"] == "every option given"
-    assert chosen["chosen"] == {"grayscale": False, "quadrants": True, "layout_grid": 0, "tiles": False}
+    assert chosen["chosen"] == {"grayscale": False, "view": "quadrants", "layout_grid": 0}
     assert result.metadata["passes_per_image"] == 5 and set(result.metadata["timing"]["phases"]) == {"head"}

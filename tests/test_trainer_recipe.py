@@ -19,7 +19,7 @@ class Parts:
 
     def __call__(self, grayscale, part):
         self.asked.append((grayscale, part))
-        dim = {"whole": 12, "quadrants": 48}.get(part, 16)
+        dim = {"whole": 12, "quadrants": 48, "centre": 12}.get(part, 16)
         signal = 3.0 if (grayscale, part) in self.strong else 0.35
         x = self.rng.normal(size=[len(self.labels), dim])
         x[:, 0] += signal * (self.labels == 1)
@@ -36,15 +36,15 @@ def choose(parts, **overrides):
     return recipe.choose(settings, LABELS, 3, parts, lambda r: 10.0 * r.passes)
 
 
-def test_a_part_that_wins_clearly_is_chosen_and_the_other_colour_never_pays_for_quadrants():
+def test_a_part_that_wins_clearly_is_chosen_and_the_other_colour_never_pays_for_costlier_views():
     parts = Parts(LABELS, strong={(False, "whole"), (False, "quadrants")})
     choice = choose(parts)
     assert choice.recipe.grayscale is False                      # colour won stage 1
-    assert not any(grey and part == "quadrants" for grey, part in parts.asked)
-    strong_quadrants = Parts(LABELS, strong={(True, "quadrants")})
-    chosen = choose(strong_quadrants).recipe
-    assert chosen.quadrants and chosen.passes == 5
-    assert [t.chosen for t in choose(strong_quadrants).trials].count(True) == 1
+    assert not any(grey and part in ("quadrants", "centre") for grey, part in parts.asked)
+    strong_centre = Parts(LABELS, strong={(True, "centre")})
+    chosen = choose(strong_centre).recipe
+    assert chosen.view == "centre" and chosen.passes == 4
+    assert [t.chosen for t in choose(strong_centre).trials].count(True) == 1
 
 
 def test_without_a_resolvable_gain_the_cheapest_candidate_is_kept():
@@ -52,15 +52,14 @@ def test_without_a_resolvable_gain_the_cheapest_candidate_is_kept():
     assert choice.recipe.passes == 1 and choice.recipe.layout_grid == 0
     assert choice.mode == "auto" and choice.images == len(LABELS)
     stage_two = [t for t in choice.trials if t.stage == 2]
-    assert len(stage_two) == 4 and {t.ms_per_image for t in stage_two} == {10.0, 50.0}
+    assert len(stage_two) == 6 and {t.ms_per_image for t in stage_two} == {10.0, 40.0, 50.0}
     described = choice.as_dict()
-    assert described["chosen"] == {"grayscale": choice.recipe.grayscale, "quadrants": False, "layout_grid": 0,
-                                   "tiles": False}
-    assert len(described["tried"]) == 6 and described["reason"]
+    assert described["chosen"] == {"grayscale": choice.recipe.grayscale, "view": "whole", "layout_grid": 0}
+    assert len(described["tried"]) == 8 and described["reason"]
 
 
 def test_a_margin_of_zero_takes_the_most_accurate():
-    parts = Parts(LABELS, strong={(True, "quadrants")})
+    parts = Parts(LABELS, strong={(True, "centre")})
     trials = choose(parts, selection_margin=0.0).trials
     best = max((t for t in trials if t.stage == 2), key=lambda t: t.accuracy)
     assert best.chosen
@@ -70,18 +69,18 @@ def test_explicit_settings_fix_their_option_and_presets_fix_all():
     parts = Parts(LABELS, strong={(False, "quadrants")})
     choice = choose(parts, grayscale=True, layout_grid=0)
     assert choice.recipe.grayscale is True and all(grey for grey, _ in parts.asked)
-    assert {t.stage for t in choice.trials} == {2} and len(choice.trials) == 2     # quadrants or not
+    assert {t.stage for t in choice.trials} == {2} and len(choice.trials) == 3     # the three views
     document = recipe.fixed_choice(TrainSettings(data="x", recipe="document"))
-    assert document.recipe == Recipe(True, False, 0, tiles=True) and document.mode == "document" and not document.trials
-    photo = recipe.fixed_choice(TrainSettings(data="x", recipe="photo", quadrants=True))
-    assert photo.recipe == Recipe(False, True, 0, tiles=False) and "with flags" in photo.reason
-    assert recipe.fixed_choice(TrainSettings(data="x", grayscale=False, quadrants=False, layout_grid=0)).recipe \
-        == Recipe(False, False, 0)
+    assert document.recipe == Recipe(True, "centre", 0) and document.mode == "document" and not document.trials
+    photo = recipe.fixed_choice(TrainSettings(data="x", recipe="photo", view="quadrants"))
+    assert photo.recipe == Recipe(False, "quadrants", 0) and "with flags" in photo.reason
+    assert recipe.fixed_choice(TrainSettings(data="x", grayscale=False, view="whole", layout_grid=0)).recipe \
+        == Recipe(False, "whole", 0)
     assert recipe.fixed_choice(TrainSettings(data="x")) is None              # auto: something to measure
 
 
 @pytest.mark.parametrize("preset", ["document", "photo"])
 def test_recipes_describe_their_cost(preset):
     chosen = recipe.fixed_choice(TrainSettings(data="x", recipe=preset)).recipe
-    assert chosen.passes == (16 if preset == "document" else 1)
-    assert ("tiles" in chosen.describe()) == (preset == "document")
+    assert chosen.passes == (4 if preset == "document" else 1)
+    assert ("centre" in chosen.describe()) == (preset == "document")

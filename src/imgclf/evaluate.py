@@ -59,11 +59,20 @@ def leave_group_out_folds(manifest: Path, group_column: str, separator: str, wor
             if group_of(row[group_column], separator) == group:
                 tests.append((path, row["label"]))
             else:
-                link = data / row["label"] / path.name
-                link.parent.mkdir(parents=True, exist_ok=True)
-                link.symlink_to(path)
+                link_into(data / row["label"], path)
         folds.append(Fold(group, data, tests))
     return folds
+
+
+def link_into(folder: Path, target: Path) -> None:
+    """A link to target in folder under target's own name (so the trainer's split by file name is
+    the same as in the original folders), or with -2, -3, ... before the suffix when it is taken."""
+    folder.mkdir(parents=True, exist_ok=True)
+    link, count = folder / target.name, 1
+    while link.is_symlink() or link.exists():
+        count += 1
+        link = folder / f"{target.stem}-{count}{target.suffix}"
+    link.symlink_to(target)
 
 
 def read_manifest(manifest: Path, group_column: str) -> list[dict]:

@@ -46,17 +46,17 @@ class TrainSettings:
     min_delta: float = 0.0               # MIN_DELTA: a smaller fall of the loss is not "better"
     recipe: str = "auto"                 # RECIPE: auto = measure the options below that are left unset
                                          #   on this data and keep the cheapest that is as good as the
-                                         #   best; document = grey, quadrants, layout head; photo =
-                                         #   colour, whole image (docs/training.md)
+                                         #   best; document = grey, centre; photo = colour, whole image
+                                         #   (docs/training.md)
     grayscale: bool | None = None        # GRAYSCALE: drop colour in preprocessing; unset = the recipe's
-    quadrants: bool | None = None        # QUADRANTS: add features of each image quarter at 2x (5 passes
-                                         #   per image instead of 1); unset = the recipe's
+    view: str | None = None              # VIEW: what the backbone sees: whole (1 pass per image),
+                                         #   centre (mean of the 4 central tiles of a 4x4 grid, each
+                                         #   enlarged 4x: 4 passes), quadrants (whole + each quarter at
+                                         #   2x: 5 passes) or tiles (mean of all 16 tiles: 16 passes);
+                                         #   unset = the recipe's
     layout_grid: int | None = None       # LAYOUT_GRID: side of the page's ink map a second head reads;
                                          #   0 = off; unset = the recipe's
     layout_weight: float = 0.33          # LAYOUT_WEIGHT: that head's share of the scores
-    tiles: bool | None = None            # TILES: read the mean of the features of a 4x4 grid of tiles,
-                                         #   each enlarged 4x, instead of the whole image (16 passes per
-                                         #   image); unset = the recipe's (auto does not measure it)
     head: str = "ridge"                  # HEAD: ridge (closed form on cached features, no epochs) or
                                          #   softmax (dropout + softmax, early stopping); training on
                                          #   images (scratch, AUGMENT, FINE_TUNE) always uses softmax
@@ -106,6 +106,8 @@ _TRAIN_CHECKS = (
     (lambda s: 0.0 <= s.label_smoothing < 1.0, "--label-smoothing {s.label_smoothing}: must lie in [0, 1)"),
     (lambda s: s.patience >= 0, "--patience {s.patience}: must be 0 or more"),
     (lambda s: s.recipe in ("auto", "document", "photo"), "--recipe {s.recipe}: must be auto, document or photo"),
+    (lambda s: s.view in (None, "whole", "centre", "quadrants", "tiles"),
+     "--view {s.view}: must be whole, centre, quadrants or tiles"),
     (lambda s: s.head in ("ridge", "softmax"), "--head {s.head}: must be ridge or softmax"),
     (lambda s: s.layout_grid is None or s.layout_grid >= 0,
      "--layout-grid {s.layout_grid}: must be 0 (off) or a grid side such as 32"),

@@ -26,10 +26,14 @@ class ModuleError(RuntimeError):
     """A module that cannot be fetched or used; the message says what to do instead."""
 
 
-WHOLE, QUADRANTS, TILES = "whole", "quadrants", "tiles"   # the views; layout parts: layout_part(grid)
-_PASSES = {WHOLE: 1, QUADRANTS: 4, TILES: 16}             # backbone passes per image
-_VIEWS_KEPT = {WHOLE: 1, QUADRANTS: 4, TILES: 1}          # feature vectors kept (tiles: their mean)
+# Parts of the features: what the network sees of the image (and layout_part(grid), the ink map).
+WHOLE, QUADRANTS, CENTRE, TILES = "whole", "quadrants", "centre", "tiles"
+_PASSES = {WHOLE: 1, QUADRANTS: 4, CENTRE: 4, TILES: 16}     # backbone passes per image
+_VIEWS_KEPT = {WHOLE: 1, QUADRANTS: 4, CENTRE: 1, TILES: 1}  # feature vectors kept (pooled: their mean)
 _TILE_GRID = 4
+_CENTRE_TILES = (5, 6, 9, 10)                                # of the 4x4 grid, row by row
+# A recipe's view: the parts the network reads.
+VIEWS = {"whole": (WHOLE,), "quadrants": (WHOLE, QUADRANTS), "centre": (CENTRE,), "tiles": (TILES,)}
 
 
 def layout_part(grid: int) -> str:
@@ -40,9 +44,8 @@ def layout_part(grid: int) -> str:
 class Backbone:
     """A feature-vector network and the parts of the features the classifier reads.
 
-    The features of an image are its parts side by side, in order: the network's features of the
-    whole image (or the mean of those of 4x4 tiles, TILES), then of its four quadrants enlarged
-    (QUADRANTS), then the page's ink map (layout_part(grid)). Each part is cached on its own, so recipes that share a part share its
+    The features of an image are its parts side by side, in order: what the network sees of it
+    (its view: see VIEWS and FeatureParts), then the page's ink map (layout_part(grid)). Each part is cached on its own, so recipes that share a part share its
     cost; `layer` computes all of them, in the exported graph as in training."""
 
     module: str                      # as the user gave it
@@ -81,21 +84,20 @@ class Backbone:
         return sum(_PASSES.get(part, 0) for part in self.parts)
 
 
-def load_backbone(module: str, image_size: int = 0, trainable: bool = False,
-                  quadrants: bool = False, layout_grid: int = 0, tiles: bool = False) -> Backbone:
+def load_backbone(module: str, image_size: int = 0, trainable: bool = False, view: str = "whole",
+                  layout_grid: int = 0) -> Backbone:
     """image_size 0 takes the module's own size; a module that fixes its size refuses another.
-    The other options choose the parts of the features: see with_parts."""
-    return with_parts(_load_network(module, image_size, trainable), quadrants, layout_grid, tiles)
+    view and layout_grid choose the parts of the features: see with_parts."""
+    return with_parts(_load_network(module, image_size, trainable), view, layout_grid)
 
 
-def with_parts(backbone: Backbone, quadrants: bool, layout_grid: int, tiles: bool = False) -> Backbone:
-    """The same network (no reload, shared weights) reading other parts of the image: tiles reads
-    the mean of 4x4 tiles' features instead of the whole image's, quadrants adds the features of
-    each quarter of the image enlarged, layout_grid > 0 the page's ink map on a grid of that side.
-    The scratch backbone learns its own scales: it has neither tiles nor quadrants."""
-    views = () if backbone.is_scratch else (((TILES,) if tiles else ()) + ((QUADRANTS,) if quadrants else ()))
-    parts = (views if TILES in views else (WHOLE,) + views) + ((layout_part(layout_grid),) if layout_grid else ())
-    return dataclasses.replace(backbone, parts=parts, layer=None)
+def with_parts(backbone: Backbone, view: str, layout_grid: int) -> Backbone:
+    """The same network (no reload, shared weights) reading another view of the image (VIEWS),
+    with the page's ink map on a layout_grid x layout_grid grid when layout_grid > 0. The scratch
+    backbone learns its own scales: it sees the whole image only."""
+    parts = VIEWS["whole" if backbone.is_scratch else view]
+    return dataclasses.replace(backbone, parts=parts + ((layout_part(layout_grid),) if layout_grid else ()),
+                               layer=None)
 
 
 def _load_network(module: str, image_size: int, trainable: bool) -> Backbone:
@@ -121,9 +123,10 @@ class FeatureParts(keras.layers.Layer):
     - QUADRANTS: its features of each quarter of the image enlarged to full size. ImageNet modules
       see a page at 224 px as a few grey blocks; at twice the scale the texture of title, columns,
       formulas and figures shows. Four more backbone passes per image.
-    - TILES: the mean of its features of each tile of a 4x4 grid enlarged to full size: the
-      texture of the print at four times the scale, wherever it sits on the page. Pages from
-      sources never seen were told apart best this way (docs/training.md). 16 passes per image.
+    - CENTRE: the mean of its features of the four central tiles of a 4x4 grid, each enlarged to
+      full size: the middle of the image at four times the scale, where a page's body text is.
+      Pages from sources never seen were told apart best this way (docs/training.md). 4 passes.
+    - TILES: the same mean over all 16 tiles of the grid. 16 passes per image.
     - layout<grid>: how much ink each cell of a grid x grid map of the page holds. ImageNet
       features describe texture; where the text, title, columns and figures sit is a cue of its
       own, and one a linear head reads straight from the map. Costs no backbone pass.
@@ -145,19 +148,21 @@ class FeatureParts(keras.layers.Layer):
             views = self._tiles(pictures, 2)
             features = self.network(tf.concat(views, axis=0), training=training)
             return tf.concat(tf.split(features, len(views), axis=0), axis=1)
-        if part == TILES:   # one tile at a time: sixteen at once would hold 16x the activations
-            return tf.add_n([self.network(tile, training=training) for tile in self._tiles(pictures, _TILE_GRID)]) \
-                / float(_TILE_GRID ** 2)
+        if part in (CENTRE, TILES):   # one tile at a time: all at once would hold 16x the activations
+            chosen = self._tiles(pictures, _TILE_GRID, _CENTRE_TILES if part == CENTRE else None)
+            return tf.add_n([self.network(tile, training=training) for tile in chosen]) / float(len(chosen))
         grid = int(part[len("layout"):])
         ink = 1.0 - tf.reduce_mean(pictures, axis=-1, keepdims=True)
         cells = tf.image.resize(ink, [grid, grid], method="area")
         return tf.reshape(cells, [-1, grid * grid])
 
-    def _tiles(self, pictures, grid: int) -> list:
-        """The grid x grid tiles of the pictures, row by row, each enlarged to full size."""
+    def _tiles(self, pictures, grid: int, which: tuple[int, ...] | None = None) -> list:
+        """The grid x grid tiles of the pictures (those numbered in which, row by row), each
+        enlarged to full size."""
         size, step = self.image_size, self.image_size // grid
-        return [tf.image.resize(pictures[:, top:top + step, left:left + step], [size, size], antialias=True)
-                for top in range(0, step * grid, step) for left in range(0, step * grid, step)]
+        return [tf.image.resize(pictures[:, (i // grid) * step:(i // grid + 1) * step, (i % grid) * step:(i % grid + 1) * step],
+                                [size, size], antialias=True)
+                for i in (which if which is not None else range(grid * grid))]
 
 
 def _resolve(module: str) -> Path:

@@ -52,7 +52,7 @@ def train(settings: TrainSettings) -> TrainResult:
     dataset = discover_data(settings, network, bars)
     choice = choose_recipe(dataset, network, settings, feature_cache_dir(settings), bars)
     log.info("recipe: %s (%s)", choice.recipe.describe(), choice.reason)
-    backbone = with_parts(network, choice.recipe.quadrants, choice.recipe.layout_grid, choice.recipe.tiles)
+    backbone = with_parts(network, choice.recipe.view, choice.recipe.layout_grid)
     options = images.Preprocessing(backbone.image_size, choice.recipe.grayscale)
     cache = None if backbone.is_scratch else FeatureCache(feature_cache_dir(settings), backbone, options)
     trained = fit_classifier(dataset, backbone, options, cache, settings, run_log_dir(settings), bars)

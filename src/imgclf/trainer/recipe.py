@@ -4,16 +4,16 @@ data at hand.
 
 auto measures each option the settings leave open by cross-validation of ridge heads on cached
 features of the train and validation images (a Gram matrix per part, so each candidate is a few
-N x N solves), in two stages so that only the colour mode that won pays for quadrant views:
+N x N solves), in two stages so that only the colour mode that won pays for the costlier views:
 1. colour or grey, on the whole image;
-2. in that mode: whole image, + quadrants, each with and without the layout head.
+2. in that mode: the whole image, its centre at 4x and the whole image + quadrants, each with
+   and without the layout head.
 In each stage it takes the cheapest candidate (backbone passes per image, then no layout head)
 whose accuracy is within `selection_margin` standard errors of the best one's, the error being
 that of the paired per-image difference: a costlier recipe has to beat a cheaper one by more than
 the validation data can resolve. Explicit settings fix their option; presets fix them all.
-Pooled tiles (16 passes per image) are never measured by auto: they did not win on images like
-the training images, only on pages from sources the training never saw (docs/training.md), which
-cross-validation cannot show. RECIPE=document takes them.
+All 16 tiles (16 passes per image) are never measured by auto: they cost four times the centre
+and did no better on images like the training images (docs/training.md).
 """
 
 from __future__ import annotations
@@ -26,34 +26,38 @@ import numpy as np
 
 from imgclf.settings import TrainSettings
 from imgclf.trainer import linear
+from imgclf.trainer.backbone import VIEWS
 
 AUTO = "auto"
 PRESETS = {
     # Best on PDF first pages from sources the training never saw (docs/training.md).
-    "document": {"grayscale": True, "quadrants": False, "layout_grid": 0, "tiles": True},
+    "document": {"grayscale": True, "view": "centre", "layout_grid": 0},
     # The plain transfer recipe.
-    "photo": {"grayscale": False, "quadrants": False, "layout_grid": 0, "tiles": False},
+    "photo": {"grayscale": False, "view": "whole", "layout_grid": 0},
 }
-OPTIONS = ("grayscale", "quadrants", "layout_grid", "tiles")
-MEASURED = ("grayscale", "quadrants", "layout_grid")        # what auto measures when left unset
+OPTIONS = ("grayscale", "view", "layout_grid")
+MEASURED_VIEWS = ("whole", "centre", "quadrants")      # auto never pays for measuring "tiles"
 MEASURED_LAYOUT_GRID = 32
+
+
+_VIEW_PASSES = {"whole": 1, "centre": 4, "quadrants": 5, "tiles": 16}
+_VIEW_NAMES = {"whole": "whole image", "centre": "centre at 4x", "quadrants": "whole image + quadrants",
+               "tiles": "all 4x4 tiles at 4x"}
 
 
 @dataclass(frozen=True)
 class Recipe:
     grayscale: bool
-    quadrants: bool
+    view: str              # backbone.VIEWS: whole, centre, quadrants or tiles
     layout_grid: int
-    tiles: bool = False
 
     @property
     def passes(self) -> int:
-        """Backbone passes per image: the whole image or 16 tiles, plus four quadrants."""
-        return (16 if self.tiles else 1) + 4 * self.quadrants
+        """Backbone passes per image."""
+        return _VIEW_PASSES[self.view]
 
     def describe(self) -> str:
-        view = "pooled 4x4 tiles" if self.tiles else "whole image"
-        parts = ["grey" if self.grayscale else "colour", view + (" + quadrants" if self.quadrants else "")]
+        parts = ["grey" if self.grayscale else "colour", _VIEW_NAMES[self.view]]
         if self.layout_grid:
             parts.append(f"layout head {self.layout_grid}x{self.layout_grid}")
         return ", ".join(parts)
@@ -105,7 +109,7 @@ def fixed_choice(settings: TrainSettings, reason: str | None = None) -> RecipeCh
     """The recipe when the settings leave nothing to measure (a preset or every option given),
     or when nothing can be measured (reason says why): unset options then take the photo preset's."""
     fixed = open_options(settings)
-    if reason is None and any(name not in fixed for name in MEASURED):
+    if reason is None and len(fixed) < len(OPTIONS):
         return None
     recipe = Recipe(**{**PRESETS["photo"], **fixed})
     if reason is None:
@@ -127,14 +131,14 @@ def choose(settings: TrainSettings, labels: np.ndarray, num_classes: int, part_s
     fixed = open_options(settings)
     measure = _Measurer(settings, labels, num_classes, part_source)
     colours = [fixed["grayscale"]] if "grayscale" in fixed else [True, False]
-    margin, tiles = settings.selection_margin, bool(fixed.get("tiles", False))
+    margin = settings.selection_margin
+    views = [fixed["view"]] if "view" in fixed else list(MEASURED_VIEWS)
     grey = colours[0]
-    if len(colours) > 1:
-        first = [Recipe(grey, False, 0, tiles) for grey in colours]
+    if len(colours) > 1:   # on the cheapest view measured: colour or grey does not depend on it
+        first = [Recipe(grey, min(views, key=_VIEW_PASSES.get), 0) for grey in colours]
         grey = _pick(measure.trials(first, stage=1), margin).recipe.grayscale
-    quadrants = [fixed["quadrants"]] if "quadrants" in fixed else [False, True]
     grids = [fixed["layout_grid"]] if "layout_grid" in fixed else [0, MEASURED_LAYOUT_GRID]
-    trials = measure.trials([Recipe(grey, quads, grid, tiles) for quads in quadrants for grid in grids], stage=2)
+    trials = measure.trials([Recipe(grey, view, grid) for view in views for grid in grids], stage=2)
     chosen = _pick(trials, margin)
     chosen.chosen = True
     for trial in measure.all:
@@ -160,9 +164,7 @@ class _Measurer:
         return self.grams[grayscale, part]
 
     def correct(self, recipe: Recipe) -> np.ndarray:
-        texture = self.gram(recipe.grayscale, "tiles" if recipe.tiles else "whole")
-        if recipe.quadrants:
-            texture = texture + self.gram(recipe.grayscale, "quadrants")
+        texture = sum(self.gram(recipe.grayscale, part) for part in VIEWS[recipe.view])
         hits = np.zeros(len(self.labels))
         for folds in self.folds:
             scores = self._scores(texture, folds)
@@ -194,12 +196,17 @@ def _pick(trials: list[Trial], margin: float) -> Trial:
     """The cheapest trial within margin standard errors of the best (ties in cost: the better)."""
     best = max(t.accuracy for t in trials)
     in_reach = [t for t in trials if best - t.accuracy <= margin * t.standard_error]
-    return min(in_reach, key=lambda t: (t.passes, bool(t.recipe.layout_grid), -t.accuracy))
+    return min(in_reach, key=lambda t: (*_cost(t), -t.accuracy))
+
+
+def _cost(trial: Trial) -> tuple[int, bool]:
+    """Backbone passes first, then whether a second head is needed."""
+    return trial.passes, bool(trial.recipe.layout_grid)
 
 
 def _reason(chosen: Trial, trials: list[Trial], margin: float) -> str:
     best = max(trials, key=lambda t: t.accuracy)
-    cheaper = [t for t in trials if (t.passes, bool(t.recipe.layout_grid)) < (chosen.passes, bool(chosen.recipe.layout_grid))]
+    cheaper = [t for t in trials if _cost(t) < _cost(chosen)]
     if best is chosen and not cheaper:
         return "the most accurate candidate is also the cheapest"
     if best is chosen:

@@ -126,19 +126,22 @@ def save_confusion_png(confusion: Sequence[Sequence[int]], labels: Sequence[str]
     import matplotlib.pyplot as plt
 
     matrix = np.asarray(confusion)
+    # Colour by the share of each true class's images (its recall on the diagonal), so that large
+    # classes do not drown small ones when classes are unbalanced; the cells show the counts.
+    totals = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
     size = 1.2 + 0.9 * len(labels)
     figure, axes = plt.subplots(figsize=(size + 1, size))
-    shown = axes.imshow(matrix, cmap="Blues")
+    shown = axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
     axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    axes.set_yticks(range(len(labels)), labels)
+    axes.set_yticks(range(len(labels)), [f"{label} ({int(total)})" for label, total in zip(labels, totals[:, 0])])
     axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
+    axes.set_ylabel("true (images)")
     axes.set_title(title)
-    threshold = matrix.max() / 2 if matrix.size else 0
     for (row, column), n in np.ndenumerate(matrix):
         axes.text(column, row, str(n), ha="center", va="center",
-                  color="white" if n > threshold else "black")
-    figure.colorbar(shown, ax=axes)
+                  color="white" if shares[row, column] > 0.5 else "black")
+    figure.colorbar(shown, ax=axes, label="share of the true class's images")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

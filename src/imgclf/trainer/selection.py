@@ -75,7 +75,7 @@ class ServingCost:
         self.part_ms: dict[str, float] = {}
 
     def __call__(self, candidate: recipe.Recipe) -> float:
-        parts = with_parts(self.backbone, candidate.quadrants, candidate.layout_grid, candidate.tiles).parts
+        parts = with_parts(self.backbone, candidate.view, candidate.layout_grid).parts
         return sum(map(self.time_part, parts))
 
     def time_part(self, part: str) -> float:
