@@ -151,6 +151,14 @@ def choose_runner(requested: str) -> str:
     return "docker" if stack.engine_reachable() else "local"
 
 
+def run_locally(target: str, flags: list[str]) -> int:
+    if target == "train":
+        from imgclf.trainer import cli
+    else:
+        from imgclf.client import cli
+    return int(cli.main(flags, command=target) or 0)
+
+
 def main(argv: list[str], command: str = "run") -> int:
     parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runner", choices=("", *RUNNERS), default=stack.settings_from_environment().runner,
@@ -160,9 +168,7 @@ def main(argv: list[str], command: str = "run") -> int:
     args = parser.parse_args(argv)
     runner = choose_runner(args.runner)
     if runner == "local":
-        from imgclf import cli
-
-        return cli.main([args.target, *args.flags])
+        return run_locally(args.target, args.flags)
     try:
         return run_in_docker(args.target, args.flags, stack.settings_from_environment())
     except (stack.StackError, contract.ContractError) as error:

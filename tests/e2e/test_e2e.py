@@ -76,6 +76,13 @@ def test_runner_shows_host_paths_for_container_paths():
     assert runner.to_host_path("accuracy 0.9\n", mounts) == "accuracy 0.9\n"
 
 
+def test_local_runner_runs_the_command_itself(tmp_path, capsys):
+    assert runner.main(["--runner", "local", "train"]) == 2
+    assert "imgclf train: --data is required" in capsys.readouterr().err
+    assert runner.main(["--runner", "local", "validate", str(tmp_path / "absent")]) == 2
+    assert f"DIR {tmp_path / 'absent'}: no such folder" in capsys.readouterr().err
+
+
 def test_make_e2e_trains_serves_validates_and_rolls_out_without_a_failed_request(docker_engine, capsys):
     """The README's command, as a user runs it; its output is shown (the phase times, image sizes)."""
     result = subprocess.run(["make", "e2e"], cwd=REPO, capture_output=True, text=True, timeout=3600)
