@@ -461,7 +461,6 @@ def build_parser(command: str = "bench") -> argparse.ArgumentParser:
 
 def main(argv: list[str], command: str = "bench") -> int:
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     given = vars(build_parser(command).parse_args(argv))
     settings = with_quick_defaults(BenchSettings(**given), set(given))
     output_dir = Path(settings.output_dir)

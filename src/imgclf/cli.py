@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from imgclf.tf_logging import quiet_tensorflow_logs
+
 COMMANDS = {
     "train": ("imgclf.trainer.cli", "train a classifier on class folders and publish a version"),
     "serve": ("imgclf.serving.cli", "run the local TensorFlow-Serving-compatible server"),
@@ -39,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"imgclf: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    quiet_tensorflow_logs()   # before any command imports TensorFlow
     module = importlib.import_module(COMMANDS[command][0])
     return int(module.main(rest, command=command) or 0)
 

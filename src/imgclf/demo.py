@@ -7,7 +7,6 @@ and stops the server. Each step prints the command that does it on its own."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -92,5 +91,4 @@ def run_demo(settings: DemoSettings) -> int:
 
 def main(argv: list[str], command: str = "demo") -> int:
     settings = DemoSettings(**vars(build_parser(command).parse_args(argv)))
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return run_demo(settings)

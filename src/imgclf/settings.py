@@ -140,7 +140,7 @@ class ValidateSettings:
     wait: float = 60.0                       # WAIT: seconds to wait for the model to be AVAILABLE
     timeout: float = 30.0                    # TIMEOUT: per request, seconds
     retries: int = 5                         # RETRIES: on connection errors and 503/UNAVAILABLE
-    progress: bool | None = None             # PROGRESS: None = when stderr is a terminal
+    progress: bool | None = None             # PROGRESS: 0 = none; else a bar on a terminal, lines in a log
 
 
 @dataclass

@@ -71,7 +71,8 @@ def build_parser(command: str = "validate") -> argparse.ArgumentParser:
     parser.add_argument("--retries", type=_non_negative(int), default=d.retries,
                         help=f"retries with backoff on connection errors and 503/UNAVAILABLE (default {d.retries})")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=d.progress,
-                        help="progress bar on stderr (default: when stderr is a terminal)")
+                        help="progress on stderr: a bar on a terminal, a line per tenth of the images "
+                             "in a log (default on; --no-progress: none)")
     return parser
 
 

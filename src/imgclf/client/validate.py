@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from tqdm import tqdm
-
 from imgclf import contract
 from imgclf.client import files
 from imgclf.client.base import (
@@ -24,6 +22,7 @@ from imgclf.client.base import (
 from imgclf.client.metrics import RunMetrics
 from imgclf.client.output import ResultWriter, check_output_path, open_writer
 from imgclf.client.report import format_report
+from imgclf.progress import Progress
 from imgclf.settings import ValidateSettings
 
 EXIT_OK = 0
@@ -169,9 +168,9 @@ class Run:
         except OSError as error:
             self.note(f"imgclf validate: OUTPUT {settings.output}: {error.strerror or error}")
             return EXIT_USAGE
-        total = files.count_image_files(self.root) if self._progress_wanted() else None
-        bar = tqdm(total=total, unit="img", file=self.stderr, disable=not self._progress_wanted(),
-                   dynamic_ncols=True)
+        wanted = self.settings.progress is not False
+        total = files.count_image_files(self.root) if wanted else None
+        progress = Progress(total, "validate", "img", enabled=wanted, stream=self.stderr)
         self.metrics = RunMetrics()
         batches = files.iter_batches(contract.iter_image_files(self.root), settings.batch)
         outcomes = files.ordered_bounded_map(
@@ -179,7 +178,7 @@ class Run:
         interrupted = False
         try:
             for outcome in outcomes:
-                self._take(outcome, bar)
+                self._take(outcome, progress)
         except ClientError as error:   # unreachable, model gone, contract broken: stop
             self.failure = str(error)
         except KeyboardInterrupt:
@@ -187,7 +186,7 @@ class Run:
         finally:
             outcomes.close()
             self.metrics.finish()
-            bar.close()
+            progress.close()
         if self.failure is None:
             try:
                 self.versions_from_metadata.append(client.metadata_version())
@@ -202,12 +201,7 @@ class Run:
             return EXIT_UNREACHABLE
         return self._verdict()
 
-    def _progress_wanted(self) -> bool:
-        if self.settings.progress is None:
-            return bool(getattr(self.stderr, "isatty", lambda: False)())
-        return self.settings.progress
-
-    def _take(self, outcome: BatchOutcome, bar: tqdm) -> None:
+    def _take(self, outcome: BatchOutcome, progress: Progress) -> None:
         for seconds, request_bytes in outcome.requests:
             self.metrics.add_request(seconds, request_bytes)
         lines = []
@@ -221,12 +215,8 @@ class Run:
             if self.writer:
                 self.writer.write(result)
             lines += image_lines(result, self.settings.all_classes)
-        text = "\n".join(lines)
-        if bar.disable:
-            print(text, file=self.stdout, flush=True)
-        else:
-            bar.write(text, file=self.stdout)
-            bar.update(len(outcome.results))
+        progress.write("\n".join(lines), file=self.stdout)
+        progress.update(len(outcome.results))
 
     # --- the report -----------------------------------------------------------------------------
     def _report(self, client, saved: Path | None) -> None:

@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import io
 import json
-import os
 import random
 import sys
 import tempfile
@@ -25,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
-from tqdm import tqdm
 
 from imgclf import contract
 from imgclf.client.metrics import latency_percentiles
+from imgclf.progress import track
 from imgclf.rollout.markers import DEFAULT_LABELS, marker_of, write_marker_model
 from imgclf.settings import DrillSettings, add_settings_flags
 
@@ -244,7 +243,7 @@ def stage_markers(base_path: Path, count: int, warmup: list[bytes], carry: str =
         labels = contract.parse_labels_file(
             (Path(carry) / contract.ASSETS_DIR / contract.LABELS_FILE).read_text())
     return [write_marker_model(stage_dir(base_path), index, labels, warmup_images=warmup, carry=carry or None)
-            for index in tqdm(range(1, count + 1), desc="marker models", unit="model", disable=None)]
+            for index in track(range(1, count + 1), desc="marker models", unit="model")]
 
 
 def run_drill(settings: DrillSettings, say=print) -> Figures:
@@ -321,7 +320,6 @@ def build_parser(command: str = "drill") -> argparse.ArgumentParser:
 
 
 def main(argv: list[str], command: str = "drill") -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     settings = DrillSettings(**vars(build_parser(command).parse_args(argv)))
     from imgclf.serving.process import ServerStartError
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from tqdm import tqdm
 
 from imgclf import contract
+from imgclf.progress import track
 from imgclf.rollout.publish import PublishError, check_stageable, publish
 from imgclf.trainer.data import find_class_folders, split_of
 
@@ -157,8 +157,7 @@ def evaluate(model_dir: str | os.PathLike, examples: Sequence[Example], desc: st
         evaluation.loaded = True
         evaluation.warmup_replayed = replay_warmup(model, Path(model_dir))
         batches = [examples[i:i + BATCH_SIZE] for i in range(0, len(examples), BATCH_SIZE)]
-        for batch in tqdm(batches, desc=desc or Path(model_dir).name, unit="batch", leave=False,
-                          disable=None):
+        for batch in track(batches, desc=f"gate {desc or Path(model_dir).name}", unit="batch", leave=False):
             try:
                 score(batch)
             except (tf.errors.OpError, OSError):

@@ -105,7 +105,6 @@ def config_lists_model(path: str, model_name: str, models_root: str) -> bool:
 def run_local(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname).1s %(name)s] %(message)s")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from imgclf.serving.app import LocalModelServer, StartupError
 
     try:

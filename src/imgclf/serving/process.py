@@ -73,9 +73,7 @@ class LocalServer:
     def start(self) -> "LocalServer":
         # stderr goes to a file, not a pipe: a chatty server must never block on a full pipe.
         self._log = tempfile.NamedTemporaryFile(prefix="imgclf-serve-", suffix=".log", delete=False)
-        env = dict(os.environ)
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT)
         try:
             self.wait_until_available()
         except BaseException:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from imgclf.settings import TrainSettings, add_settings_flags
@@ -38,7 +37,6 @@ def main(argv: list[str], command: str = "train") -> int:
     if problem:
         print(f"imgclf {command}: {problem}", file=sys.stderr)
         return 2
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
     logging.getLogger("imgclf").setLevel(logging.INFO)
     # A head batch on cached features takes ~2 ms, so Keras calls any progress bar "slow"; noise.
