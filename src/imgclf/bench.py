@@ -48,18 +48,6 @@ QUICK_SERVING_SWEEP = [("rest", 8, 2), ("grpc", 8, 2)]
 # Fields that --quick shrinks, unless given on the command line.
 QUICK_SETTINGS = {"epochs": 2, "serving_images": 24, "memory_files": "40,400", "publishes": 1}
 
-FLAG_HELP = {
-    "output_dir": "where bench.json and bench.png go",
-    "quick": "tiny pages, a tiny model, one setting each: seconds, for CI",
-    "module": "a local TF Hub feature-vector module folder ('' = the scratch backbone, frozen)",
-    "data": "class folders, or a folder with train/ and validation/ ('' = generated pages)",
-    "epochs": "epochs of each of the two training runs compared",
-    "serving_images": "images sent per throughput measurement (the validation pages, cycled)",
-    "memory_files": "comma-separated file counts validated for the client's peak memory",
-    "publishes": "versions the rollout drill publishes under traffic",
-}
-
-
 def note(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -455,7 +443,7 @@ def run_bench(settings: BenchSettings) -> dict:
 
 def build_parser(command: str = "bench") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
-    add_settings_flags(parser, BenchSettings, FLAG_HELP, omit_unset=True)   # --quick keeps what is given
+    add_settings_flags(parser, BenchSettings, command, omit_unset=True)   # --quick keeps what is given
     return parser
 
 

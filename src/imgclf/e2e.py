@@ -30,7 +30,7 @@ from pathlib import Path
 from imgclf import contract, stack
 from imgclf.client.base import ClientError
 from imgclf.client.rest import fetch_model_status
-from imgclf.settings import StackSettings
+from imgclf.settings import StackSettings, add_settings_flags
 
 TRAFFIC_PASSES_AFTER_TAKEOVER = 2   # full passes over the validation images the new version answers
 REST_POLL_SECONDS = 0.5
@@ -366,13 +366,8 @@ def run(client, settings: StackSettings, root: Path, work: Path) -> Summary:
 
 # --- command line ------------------------------------------------------------------------------
 def build_parser(command: str = "e2e") -> argparse.ArgumentParser:
-    defaults = stack.settings_from_environment()
     parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
-    for name in ("base_image", "serving_image", "ca_bundle", "per_class", "epochs", "image_size", "timeout"):
-        default = getattr(defaults, name)
-        parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=default,
-                            help=f"{name.upper()} (default {default!r})")
-    parser.add_argument("--keep", action="store_true", help="leave the work folder (data, models)")
+    add_settings_flags(parser, StackSettings, "e2e")
     return parser
 
 

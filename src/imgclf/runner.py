@@ -18,9 +18,8 @@ import sys
 from pathlib import Path
 
 from imgclf import contract, stack
-from imgclf.settings import StackSettings, TrainSettings
+from imgclf.settings import StackSettings, TrainSettings, add_settings_flags
 
-RUNNERS = ("docker", "local")
 COMMANDS = ("train", "validate")
 
 
@@ -159,13 +158,16 @@ def run_locally(target: str, flags: list[str]) -> int:
     return int(cli.main(flags, command=target) or 0)
 
 
-def main(argv: list[str], command: str = "run") -> int:
+def build_parser(command: str = "run") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runner", choices=("", *RUNNERS), default=stack.settings_from_environment().runner,
-                        help="RUNNER: docker, local, or empty = docker when an engine is reachable")
+    add_settings_flags(parser, StackSettings, "run")
     parser.add_argument("target", choices=COMMANDS)
     parser.add_argument("flags", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str], command: str = "run") -> int:
+    args = build_parser(command).parse_args(argv)
     runner = choose_runner(args.runner)
     if runner == "local":
         return run_locally(args.target, args.flags)

@@ -300,22 +300,9 @@ def run_drill(settings: DrillSettings, say=print) -> Figures:
         return compute_figures(traffic.snapshot(), changes, version_of_marker, duration)
 
 
-FLAG_HELP = {
-    "clients": "threads sending predict requests non-stop",
-    "publishes": "new versions published during the drill",
-    "rollbacks": "of those, how many are then rolled back",
-    "steady_seconds": "seconds of traffic without changes, before and after",
-    "poll_seconds": "the drill server's --file_system_poll_wait_seconds",
-    "switch_timeout": "seconds a change may take to reach the answers",
-    "workdir": "where the drill's base path goes ('' = a temporary folder)",
-    "model": "a version folder every drill version carries and runs ('' = tiny models only)",
-    "output": "also write the figures as JSON to this file",
-}
-
-
 def build_parser(command: str = "drill") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
-    add_settings_flags(parser, DrillSettings, FLAG_HELP)
+    add_settings_flags(parser, DrillSettings, command)
     return parser
 
 
