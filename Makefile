@@ -11,11 +11,11 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # <COMMAND>_FLAGS: generated from src/imgclf/settings.py (`make settings`), one flag per setting.
 include settings.mk
 
-.PHONY: help settings venv test train serve validate demo publish rollback pin unpin status drill bench e2e clean
+.PHONY: help settings venv test train serve validate demo publish rollback pin unpin status clean-staged drill bench e2e clean
 
 help:
 	@echo "make test | demo | train DATA=dir | serve | validate DIR=dir | status | publish | rollback"
-	@echo "     pin VERSION=v | unpin | drill | bench | e2e      (variables: docs/settings.md)"
+	@echo "     pin VERSION=v | unpin | clean-staged | drill | bench | e2e      (variables: docs/settings.md)"
 
 # settings.mk and docs/settings.md from src/imgclf/settings.py (standard library only: no venv needed).
 settings:
@@ -56,6 +56,8 @@ unpin: $(STAMP)
 	$(IMGCLF) unpin $(UNPIN_FLAGS)
 status: $(STAMP)
 	$(IMGCLF) status $(STATUS_FLAGS)
+clean-staged: $(STAMP)
+	$(IMGCLF) clean-staged $(CLEAN_STAGED_FLAGS)
 
 drill: $(STAMP)
 	$(IMGCLF) drill $(DRILL_FLAGS)

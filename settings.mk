@@ -1,5 +1,5 @@
 # Generated from src/imgclf/settings.py by `make settings`: do not edit.
-# <COMMAND>_FLAGS maps each Make variable of `imgclf <command>` to its flag, passing it only when the
+# <COMMAND>_FLAGS (clean-staged: CLEAN_STAGED_FLAGS) maps each Make variable of `imgclf <command>` to its flag, passing it only when the
 # variable is set, so that settings.py keeps the only defaults. Booleans: VARIABLE=1|0.
 
 # flag NAME,--flag -> "--flag $(NAME)" when NAME is set
@@ -110,6 +110,12 @@ STATUS_FLAGS = $(strip \
   $(call flag,SERVER,--server) \
   $(call flag,DOCKER_SERVICE,--docker-service) \
   $(call flag,JSON,--json))
+
+CLEAN_STAGED_FLAGS = $(strip \
+  $(call flag,MODELS,--models) \
+  $(call flag,MODEL_NAME,--model-name) \
+  $(call flag,OLDER_THAN,--older-than) \
+  $(call flag,SEALED,--sealed))
 
 DRILL_FLAGS = $(strip \
   $(call flag,CLIENTS,--clients) \

@@ -26,11 +26,6 @@ PYPROJECT = ROOT / "pyproject.toml"
 
 # (importer, imported): the stream removing it, and how.
 ALLOWED = {
-    # model-store: the trainer returns its staged export and `imgclf train` calls the gate.
-    ("imgclf.trainer.pipeline", "imgclf.rollout.publish"): "model-store",
-    ("imgclf.trainer.cli", "imgclf.rollout.publish"): "model-store",
-    # model-store: publish's lazy call of the gate (the trampoline of the trainer -> gate cycle).
-    ("imgclf.rollout.publish", "imgclf.rollout.gate"): "model-store",
     # serving-hardening: server readiness probing moves down out of client.
     ("imgclf.serving.process", "imgclf.client.base"): "serving-hardening",
     ("imgclf.serving.process", "imgclf.client.rest"): "serving-hardening",

@@ -17,11 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Each command's real parser, as `imgclf <command>` builds it.
 PARSERS = {
-    "train": ("imgclf.trainer.cli", "build_parser"), "serve": ("imgclf.serving.cli", "build_parser"),
+    "train": ("imgclf.trainer.cli", "build_parser"),   # imgclf.rollout.training's flags "serve": ("imgclf.serving.cli", "build_parser"),
     "validate": ("imgclf.client.cli", "build_parser"), "demo": ("imgclf.demo", "build_parser"),
     "publish": ("imgclf.rollout.cli", "_parser"), "rollback": ("imgclf.rollout.cli", "_parser"),
     "pin": ("imgclf.rollout.cli", "_parser"), "unpin": ("imgclf.rollout.cli", "_parser"),
-    "status": ("imgclf.rollout.cli", "_parser"), "drill": ("imgclf.rollout.drill", "build_parser"),
+    "status": ("imgclf.rollout.cli", "_parser"), "clean-staged": ("imgclf.rollout.cli", "_parser"),
+    "drill": ("imgclf.rollout.drill", "build_parser"),
     "bench": ("imgclf.bench", "build_parser"), "e2e": ("imgclf.e2e", "build_parser"),
     "run": ("imgclf.runner", "build_parser"),
 }
@@ -54,7 +55,8 @@ def test_every_command_has_a_parser_and_a_make_target():
     assert set(PARSERS) == set(settings.COMMANDS)
     makefile = (ROOT / "Makefile").read_text()
     for command in settings.COMMANDS:
-        assert f"$({command.upper()}_FLAGS)" in makefile, f"the Makefile does not pass {command.upper()}_FLAGS"
+        name = command.upper().replace("-", "_") + "_FLAGS"
+        assert f"$({name})" in makefile, f"the Makefile does not pass {name}"
 
 
 @pytest.mark.parametrize("command", sorted(settings.COMMANDS))

@@ -152,7 +152,7 @@ def choose_runner(requested: str) -> str:
 
 def run_locally(target: str, flags: list[str]) -> int:
     if target == "train":
-        from imgclf.trainer import cli
+        from imgclf.rollout import training as cli
     else:
         from imgclf.client import cli
     return int(cli.main(flags, command=target) or 0)

@@ -159,7 +159,7 @@ class DemoSettings:
 
 @dataclass
 class RolloutSettings:
-    """`make publish|rollback|pin|unpin|status`."""
+    """`make publish|rollback|pin|unpin|status|clean-staged`."""
 
     models: str = setting("./models", "folder holding <model-name>/<version>/")
     model_name: str = setting(contract.DEFAULT_MODEL_NAME, "the model")
@@ -185,6 +185,10 @@ class RolloutSettings:
     docker_service: str = setting("serving", "compose service whose container health to show "
                                   "('' = skip Docker)", commands=("status",))
     json: bool = setting(False, "print the status as JSON", commands=("status",))
+    older_than: float = setting(3600.0, "clean-staged removes staged folders unchanged this many seconds "
+                                "(a running export keeps changing its folder)", commands=("clean-staged",))
+    sealed: bool = setting(False, "clean-staged also removes complete exports the gate refused (else only "
+                           "those killed runs left)", commands=("clean-staged",))
 
 
 @dataclass
@@ -243,7 +247,8 @@ class BenchSettings:
 COMMANDS = {
     "train": TrainSettings, "serve": ServeSettings, "validate": ValidateSettings, "demo": DemoSettings,
     "publish": RolloutSettings, "rollback": RolloutSettings, "pin": RolloutSettings,
-    "unpin": RolloutSettings, "status": RolloutSettings, "drill": DrillSettings,
+    "unpin": RolloutSettings, "status": RolloutSettings, "clean-staged": RolloutSettings,
+    "drill": DrillSettings,
     "bench": BenchSettings, "e2e": StackSettings, "run": StackSettings,
 }
 

@@ -14,7 +14,7 @@ MAKE_INCLUDE, REFERENCE = "settings.mk", "docs/settings.md"
 
 MAKE_HEADER = """\
 # Generated from src/imgclf/settings.py by `make settings`: do not edit.
-# <COMMAND>_FLAGS maps each Make variable of `imgclf <command>` to its flag, passing it only when the
+# <COMMAND>_FLAGS (clean-staged: CLEAN_STAGED_FLAGS) maps each Make variable of `imgclf <command>` to its flag, passing it only when the
 # variable is set, so that settings.py keeps the only defaults. Booleans: VARIABLE=1|0.
 
 # flag NAME,--flag -> "--flag $(NAME)" when NAME is set
@@ -35,7 +35,7 @@ def make_include() -> str:
     blocks = [MAKE_HEADER]
     for command, settings_class in COMMANDS.items():
         terms = [make_term(k) for k in knobs(settings_class, command) if k.make]
-        name = command.upper() + "_FLAGS"
+        name = command.upper().replace("-", "_") + "_FLAGS"
         blocks.append(f"{name} = $(strip \\\n  " + " \\\n  ".join(terms) + ")\n")
     return "\n".join(blocks)
 

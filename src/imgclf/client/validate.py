@@ -22,6 +22,7 @@ from imgclf.client.base import (
 from imgclf.client.metrics import RunMetrics
 from imgclf.client.output import ResultWriter, check_output_path, open_writer
 from imgclf.client.report import format_report
+from imgclf.data_folders import iter_image_files
 from imgclf.progress import Progress
 from imgclf.settings import ValidateSettings
 
@@ -172,7 +173,7 @@ class Run:
         total = files.count_image_files(self.root) if wanted else None
         progress = Progress(total, "validate", "img", enabled=wanted, stream=self.stderr)
         self.metrics = RunMetrics()
-        batches = files.iter_batches(contract.iter_image_files(self.root), settings.batch)
+        batches = files.iter_batches(iter_image_files(self.root), settings.batch)
         outcomes = files.ordered_bounded_map(
             lambda paths: predict_batch(client, self.root, paths), batches, settings.concurrency)
         interrupted = False
