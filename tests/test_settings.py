@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Each command's real parser, as `imgclf <command>` builds it.
 PARSERS = {
-    "train": ("imgclf.trainer.cli", "build_parser"),   # imgclf.rollout.training's flags "serve": ("imgclf.serving.cli", "build_parser"),
+    "train": ("imgclf.trainer.cli", "build_parser"),   # the flags imgclf.rollout.training parses
+    "serve": ("imgclf.serving.cli", "build_parser"),
     "validate": ("imgclf.client.cli", "build_parser"), "demo": ("imgclf.demo", "build_parser"),
     "publish": ("imgclf.rollout.cli", "_parser"), "rollback": ("imgclf.rollout.cli", "_parser"),
     "pin": ("imgclf.rollout.cli", "_parser"), "unpin": ("imgclf.rollout.cli", "_parser"),
