@@ -11,7 +11,8 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # <COMMAND>_FLAGS: generated from src/imgclf/settings.py (`make settings`), one flag per setting.
 include settings.mk
 
-.PHONY: help settings venv test train serve validate demo publish rollback pin unpin status clean-staged drill bench e2e clean
+.PHONY: help settings venv test train serve validate demo publish rollback pin unpin status clean-staged drill bench e2e clean \
+  k8s-check
 
 help:
 	@echo "make test | demo | train DATA=dir | serve | validate DIR=dir | status | publish | rollback"
@@ -65,6 +66,10 @@ bench: $(STAMP)
 	$(IMGCLF) bench $(BENCH_FLAGS)
 e2e: $(STAMP)
 	$(IMGCLF) e2e $(E2E_FLAGS)
+
+# Scale out (docs/scale-out.md).
+k8s-check: $(STAMP)
+	$(IMGCLF) k8s-check $(K8S_CHECK_FLAGS)
 
 clean:
 	rm -rf build demo-output bench-output .pytest_cache

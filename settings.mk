@@ -150,3 +150,6 @@ E2E_FLAGS = $(strip \
 
 RUN_FLAGS = $(strip \
   $(call flag,RUNNER,--runner))
+
+K8S_CHECK_FLAGS = $(strip \
+  $(K8S_DIRS))

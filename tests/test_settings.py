@@ -25,12 +25,12 @@ PARSERS = {
     "status": ("imgclf.rollout.cli", "_parser"), "clean-staged": ("imgclf.rollout.cli", "_parser"),
     "drill": ("imgclf.rollout.drill", "build_parser"),
     "bench": ("imgclf.bench", "build_parser"), "e2e": ("imgclf.e2e", "build_parser"),
-    "run": ("imgclf.runner", "build_parser"),
+    "run": ("imgclf.runner", "build_parser"), "k8s-check": ("imgclf.kube", "build_parser"),
 }
 # Where a command's parser keeps a setting under another name (serve: tensorflow_model_server's).
 DESTINATIONS = {("serve", "rest_port"): "rest_api_port", ("serve", "grpc_port"): "port"}
-SAMPLES = {"str": "x", "int": "7", "float": "0.5", "str | None": "x", "int | None": "7", "float | None": "0.5"}
-EXPECTED = {"str": "x", "int": 7, "float": 0.5, "str | None": "x", "int | None": 7, "float | None": 0.5}
+SAMPLES = {"str": "x", "tuple[str, ...]": "x", "int": "7", "float": "0.5", "str | None": "x", "int | None": "7", "float | None": "0.5"}
+EXPECTED = {"str": "x", "tuple[str, ...]": ["x"], "int": 7, "float": 0.5, "str | None": "x", "int | None": 7, "float | None": 0.5}
 
 
 def parser_of(command: str):

@@ -23,6 +23,7 @@ COMMANDS = {
     "bench": ("imgclf.bench", "measure bytes, throughput, training speed-up, rollout, memory"),
     "e2e": ("imgclf.e2e", "the Docker Compose stack end to end on a Docker engine"),
     "run": ("imgclf.runner", "train or validate through Docker Compose, or locally (RUNNER)"),
+    "k8s-check": ("imgclf.kube", "render the Kubernetes manifests and check them offline"),
 }
 
 

@@ -243,13 +243,21 @@ class BenchSettings:
     publishes: int = setting(3, "versions the rollout drill publishes under traffic")
 
 
+@dataclass
+class KubeSettings:
+    """`make k8s-check` / `imgclf k8s-check`: render the Kubernetes manifests and check them offline."""
+
+    folders: tuple[str, ...] = setting((), "kustomizations, space-separated (default: every one under "
+                                       "deploy/kubernetes)", make="K8S_DIRS", positional=True)
+
+
 # The commands whose flags and Make variables come from a settings class (`imgclf <command>`).
 COMMANDS = {
     "train": TrainSettings, "serve": ServeSettings, "validate": ValidateSettings, "demo": DemoSettings,
     "publish": RolloutSettings, "rollback": RolloutSettings, "pin": RolloutSettings,
     "unpin": RolloutSettings, "status": RolloutSettings, "clean-staged": RolloutSettings,
     "drill": DrillSettings,
-    "bench": BenchSettings, "e2e": StackSettings, "run": StackSettings,
+    "bench": BenchSettings, "e2e": StackSettings, "run": StackSettings, "k8s-check": KubeSettings,
 }
 
 
@@ -298,7 +306,8 @@ def _optional(kind):
     return lambda text: None if text.strip().lower() in ("", "none") else kind(text)
 
 
-_FLAG_TYPES = {"str": str, "int": int, "float": float, "str | None": _optional(str),
+# A tuple of texts takes any number of values: `folders a b c`, `--names a b`.
+_FLAG_TYPES = {"str": str, "tuple[str, ...]": str, "int": int, "float": float, "str | None": _optional(str),
                "float | None": _optional(float), "int | None": _optional(int)}
 
 
@@ -329,6 +338,8 @@ def _flag_options(knob: Knob, omit_unset: bool) -> dict:
         options.update(type=parse_bool, nargs="?", const=True, metavar="1|0")
     else:
         options.update(type=_checked(_FLAG_TYPES[knob.type], knob.meta.get("check")))
+    if knob.type.startswith("tuple["):
+        options["nargs"] = "*"
     if knob.meta.get("choices"):
         options["choices"] = knob.meta["choices"]
     if knob.meta.get("required"):
