@@ -129,6 +129,8 @@ DRILL_FLAGS = $(strip \
   $(call flag,OUTPUT,--output))
 
 BENCH_FLAGS = $(strip \
+  $(call flag,PARTS,--parts) \
+  $(call flag,MODEL,--model) \
   $(call flag,BENCH_DIR,--output-dir) \
   $(call flag,QUICK,--quick) \
   $(call flag,MODULE,--module) \

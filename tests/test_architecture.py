@@ -32,8 +32,6 @@ ALLOWED = {
     # serving-hardening: serving/cli.py no longer imports the Docker code.
     ("imgclf.serving.cli", "imgclf.stack"): "serving-hardening",
     ("imgclf.serving.cli", "imgclf.runner"): "serving-hardening",
-    # architecture: client/benchmark.py becomes a part of `imgclf bench`.
-    ("imgclf.client.benchmark", "imgclf.serving.process"): "architecture",
 }
 
 

@@ -49,6 +49,8 @@ def sample(knob: settings.Knob) -> tuple[list[str], object]:
         value = next(c for c in knob.meta["choices"] if c != knob.default)
         return [knob.flag, value], value
     text, value = SAMPLES[knob.type], EXPECTED[knob.type]
+    if knob.type == "str" and knob.meta.get("check"):     # a checked text: its default passes the check
+        text = value = knob.default
     return ([text] if knob.meta.get("positional") else [knob.flag, text]), value
 
 

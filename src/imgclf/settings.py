@@ -226,10 +226,25 @@ class StackSettings:
     keep: bool = setting(False, "leave the e2e's work folder (data, models, logs)", commands=("e2e",))
 
 
+BENCH_PARTS = ("bytes", "training", "serving", "rollout", "memory", "batching")
+
+
+def bench_parts(text: str) -> str:
+    unknown = sorted(set(filter(None, text.split(","))) - set(BENCH_PARTS))
+    if unknown or not text.strip(","):
+        raise ValueError(f"give a comma-separated list of {', '.join(BENCH_PARTS)}")
+    return text
+
+
 @dataclass
 class BenchSettings:
     """`make bench` / `imgclf bench`: the product's figures, as ratios measured side by side."""
 
+    parts: str = setting("bytes,training,serving,rollout,memory", "which figures, comma-separated, of: "
+                         + ", ".join(BENCH_PARTS) + " (batching: single-image REST requests/s with and "
+                         "without --enable_batching)", check=bench_parts)
+    model: str = setting("", "a version folder (MODELS/<name>/<version>) that serving, rollout and batching "
+                         "use ('' = one trained on DATA)")
     output_dir: str = setting("bench-output", "where bench.json and bench.png go", make="BENCH_DIR")
     quick: bool = setting(False, "tiny pages, a tiny model, one setting each: seconds, for CI")
     module: str = setting("", "a local feature-vector module folder ('' = the scratch backbone, frozen: "
