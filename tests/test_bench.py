@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -111,3 +112,14 @@ def test_parts_and_model_are_checked(tmp_path, capsys):
     code = bench.main(["--quick", "--parts", "serving", "--model", str(tmp_path), "--output-dir", str(tmp_path)])
     assert code == 1
     assert "not a version folder" in capsys.readouterr().out
+
+
+def test_link_tree_from_a_relative_source_links_readable_files(tmp_path, monkeypatch):
+    for label in ("other", "research"):
+        (tmp_path / "pages" / label).mkdir(parents=True)
+        (tmp_path / "pages" / label / f"{label}.jpg").write_bytes(label.encode())
+    monkeypatch.chdir(tmp_path)
+    tree = bench.link_tree(Path("pages"), tmp_path / "links", 5)
+    links = sorted(tree.rglob("*.jpg"))
+    assert len(links) == 5
+    assert {link.parent.name: link.read_bytes() for link in links} == {"other": b"other", "research": b"research"}

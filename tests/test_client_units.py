@@ -246,18 +246,3 @@ def test_server_messages_print_on_one_line_without_tensorflow_decorations():
     assert one_line(eager) == "Input is empty."
     assert one_line("Unknown image file format.\n\t [[{{node DecodeImage}}]]") == "Unknown image file format."
     assert one_line("first\nsecond") == "first second"
-
-
-def test_link_tree_from_a_relative_source_links_readable_files(tmp_path, monkeypatch):
-    from pathlib import Path
-
-    from imgclf.client.benchmark import link_tree
-
-    for label in ("other", "research"):
-        (tmp_path / "pages" / label).mkdir(parents=True)
-        (tmp_path / "pages" / label / f"{label}.jpg").write_bytes(label.encode())
-    monkeypatch.chdir(tmp_path)
-    tree = link_tree(Path("pages"), tmp_path / "links", 5)
-    links = sorted(tree.rglob("*.jpg"))
-    assert len(links) == 5
-    assert {link.parent.name: link.read_bytes() for link in links} == {"other": b"other", "research": b"research"}
