@@ -1,6 +1,6 @@
 """The dependency rule (docs/architecture.md) holds on the real import graph.
 
-The rule itself is import-linter contracts in pyproject.toml ([tool.importlinter]): layers from the
+The rule itself is import-linter contracts in .importlinter: layers from the
 console script down to the contract, trainer | serving | client independent, no cycles between
 sibling modules at any depth. grimp reads every import statement of every module, including the
 ones inside functions, so a lazy import counts like any other.
@@ -22,7 +22,7 @@ import grimp
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PYPROJECT = ROOT / "pyproject.toml"
+CONTRACTS = ROOT / ".importlinter"
 
 # (importer, imported): the stream removing it, and how.
 ALLOWED = {
@@ -35,13 +35,13 @@ ALLOWED = {
 }
 
 
-def broken_contracts(pyproject: Path, allowed) -> str:
-    """import-linter's report on the contracts in `pyproject`, with `allowed` imports ignored;
+def broken_contracts(contracts: Path, allowed) -> str:
+    """import-linter's report on the contracts in the `contracts` file, with `allowed` imports ignored;
     "" when every contract is kept."""
     import importlinter.api  # noqa: F401  (configures import-linter's readers and graph builder)
     from importlinter.application import output, rendering, use_cases
 
-    options = use_cases.read_user_options(str(pyproject))
+    options = use_cases.read_user_options(str(contracts))
     for contract in options.contracts_options:
         contract["ignore_imports"] = [*contract.get("ignore_imports", []),
                                       *(f"{a} -> {b}" for a, b in allowed)]
@@ -56,7 +56,7 @@ def broken_contracts(pyproject: Path, allowed) -> str:
 
 
 def test_dependencies_follow_the_layers():
-    broken = broken_contracts(PYPROJECT, ALLOWED)
+    broken = broken_contracts(CONTRACTS, ALLOWED)
     assert not broken, "the dependency rule is broken (docs/architecture.md):\n" + broken
 
 
@@ -82,9 +82,9 @@ def test_a_new_lazy_upward_import_breaks_the_rule(tmp_path):
                     ignore=shutil.ignore_patterns("__pycache__"))
     with open(tmp_path / "imgclf" / "client" / "files.py", "a") as module:
         module.write(LAZY_UPWARD_IMPORT)
-    shutil.copy(PYPROJECT, tmp_path / "pyproject.toml")
+    shutil.copy(CONTRACTS, tmp_path / ".importlinter")
     script = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import test_architecture as t; "
-              "print(t.broken_contracts(t.Path(sys.argv[1]) / 'pyproject.toml', t.ALLOWED))")
+              "print(t.broken_contracts(t.Path(sys.argv[1]) / '.importlinter', t.ALLOWED))")
     found = subprocess.run([sys.executable, "-c", script, str(tmp_path), str(Path(__file__).parent)],
                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert found.returncode == 0, found.stderr

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from imgclf import contract, stack
 from imgclf.model_store import open_model
+from imgclf.polling import poll
 from imgclf.client.base import ClientError
 from imgclf.client.rest import fetch_model_status
 from imgclf.settings import StackSettings, add_settings_flags
@@ -182,26 +183,24 @@ def version_states(rest_url: str, model_name: str) -> dict[int, str]:
 def wait_until_serving(rest_url: str, model_name: str, version: int, timeout: float,
                        retired: int | None = None) -> None:
     """Until `version` is AVAILABLE and, when given, `retired` no longer is."""
-    deadline = time.monotonic() + timeout
     states: dict[int, str] = {}
-    while time.monotonic() < deadline:
-        states = version_states(rest_url, model_name)
-        if states.get(version) == "AVAILABLE" and (retired is None or states.get(retired) != "AVAILABLE"):
-            return
-        time.sleep(REST_POLL_SECONDS)
-    raise E2EFailure(f"version {version} not served alone within {timeout:.0f} s; the server said {states}")
+
+    def served_alone() -> bool:
+        states.clear()
+        states.update(version_states(rest_url, model_name))
+        return states.get(version) == "AVAILABLE" and (retired is None or states.get(retired) != "AVAILABLE")
+
+    if not poll(served_alone, timeout, REST_POLL_SECONDS):
+        raise E2EFailure(f"version {version} not served alone within {timeout:.0f} s; the server said {states}")
 
 
 def wait_until_healthy(container, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    status = "unknown"
-    while time.monotonic() < deadline:
+    def health() -> str:
         container.reload()
-        status = container.attrs["State"].get("Health", {}).get("Status", "none")
-        if status == "healthy":
-            return
-        time.sleep(1)
-    raise E2EFailure(f"the serving container's healthcheck says {status!r} after {timeout:.0f} s")
+        return container.attrs["State"].get("Health", {}).get("Status", "none")
+
+    if not poll(lambda: health() == "healthy", timeout, 1.0):
+        raise E2EFailure(f"the serving container's healthcheck says {health()!r} after {timeout:.0f} s")
 
 
 # The client container's continuous traffic: validation passes one image per request, no retries
@@ -251,14 +250,16 @@ def completed_passes(container) -> int:
 
 
 def wait_for_passes(container, count: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while completed_passes(container) < count:
+    def enough() -> bool:
+        if completed_passes(container) >= count:
+            return True
         container.reload()
         if container.status == "exited":
             raise E2EFailure("the traffic container stopped:\n" + container.logs().decode(errors="replace")[-2000:])
-        if time.monotonic() > deadline:
-            raise E2EFailure(f"fewer than {count} traffic passes in {timeout:.0f} s")
-        time.sleep(1)
+        return False
+
+    if not poll(enough, timeout, 1.0):
+        raise E2EFailure(f"fewer than {count} traffic passes in {timeout:.0f} s")
 
 
 def train_and_watch_rollout(project: ComposeProject, settings: StackSettings, rest_url: str, old: int,

@@ -3,10 +3,10 @@ one it talks through."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from imgclf import contract
+from imgclf.polling import poll
 
 
 POLL_SECONDS = 0.5     # while waiting for the model to become AVAILABLE
@@ -120,9 +120,9 @@ def wait_until_available(client, wait_seconds: float, on_wait=None) -> int:
     The real server opens its ports only once the first versions have loaded, so an unreachable
     server counts as still loading until the deadline. on_wait(reason) is called once, when the
     first poll finds the model not ready."""
-    deadline = time.monotonic() + wait_seconds
-    told = False
-    while True:
+    problems: list[ClientError] = []
+
+    def newest_available() -> int | None:
         try:
             status = client.status()
             if status.available:
@@ -130,14 +130,18 @@ def wait_until_available(client, wait_seconds: float, on_wait=None) -> int:
             problem: ClientError = ModelNotAvailable(f"{client.endpoint}: {status.describe()}")
         except (ServerUnreachable, ModelNotAvailable, RequestTimedOut) as error:
             problem = error
-        if time.monotonic() >= deadline:
-            if wait_seconds > 0:
-                problem.args = (f"{problem.args[0]} (waited {wait_seconds:g} s)",)
-            raise problem
-        if on_wait and not told:
+        if on_wait and not problems and wait_seconds > 0:
             on_wait(str(problem))
-            told = True
-        time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+        problems.append(problem)
+        return None
+
+    version = poll(newest_available, wait_seconds, POLL_SECONDS)
+    if version is None:
+        problem = problems[-1]
+        if wait_seconds > 0:
+            problem.args = (f"{problem.args[0]} (waited {wait_seconds:g} s)",)
+        raise problem
+    return version
 
 
 @dataclass

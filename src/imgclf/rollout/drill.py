@@ -28,6 +28,7 @@ import requests
 from imgclf import contract
 from imgclf.client.metrics import latency_percentiles
 from imgclf.model_store import ModelStore, open_store
+from imgclf.polling import poll
 from imgclf.progress import track
 from imgclf.rollout.markers import DEFAULT_LABELS, marker_of, write_marker_model
 from imgclf.settings import DrillSettings, add_settings_flags
@@ -148,16 +149,15 @@ class Traffic:
 
     def wait_for_marker(self, marker: int, since: float, timeout: float) -> float | None:
         """End time of the first reply from `marker` that ended after `since`, or None."""
-        deadline = time.monotonic() + timeout
-        seen = 0
-        while time.monotonic() < deadline:
+        seen = [0]
+
+        def answered() -> float | None:
             replies = self.snapshot()
-            for reply in replies[seen:]:
-                if reply.marker == marker and reply.ended >= since:
-                    return reply.ended
-            seen = len(replies)
-            time.sleep(0.01)
-        return None
+            found = next((r.ended for r in replies[seen[0]:] if r.marker == marker and r.ended >= since), None)
+            seen[0] = len(replies)
+            return found
+
+        return poll(answered, timeout, 0.01)
 
 
 # --- figures -----------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +25,7 @@ from imgclf import contract
 from imgclf.client.base import ModelNotAvailable, ServerUnreachable
 from imgclf.client.rest import fetch_model_status
 from imgclf.model_store import ModelStore
+from imgclf.polling import poll
 
 STABLE_LABEL = "stable"
 CANARY_LABEL = "canary"
@@ -171,11 +171,8 @@ def label_version(server: str, model_name: str, label: str, timeout: float = 5.0
 
 
 def _wait_until(condition: Callable[[], bool], wait: float, failure: str) -> None:
-    deadline = time.monotonic() + wait
-    while not condition():
-        if time.monotonic() > deadline:
-            raise PinError(failure)
-        time.sleep(0.25)
+    if not poll(condition, wait, 0.25):
+        raise PinError(failure)
 
 
 def unpin(config_path: str | os.PathLike, model_name: str, serving_base_path: str,
