@@ -16,7 +16,8 @@ from imgclf.client import cli, files
 from imgclf.client.base import ClientError, ImageResult, Prediction
 from imgclf.client.metrics import RunMetrics, classification_report, latency_percentiles
 from imgclf.client.output import check_output_path, open_writer
-from imgclf.client.validate import EXIT_UNREACHABLE, EXIT_USAGE, image_lines, one_line, run_validation
+from imgclf.client.validate import EXIT_UNREACHABLE, EXIT_USAGE, image_lines, run_validation
+from imgclf.tf_errors import tf_error_message
 from conftest import free_port
 
 
@@ -243,6 +244,6 @@ def test_server_messages_print_on_one_line_without_tensorflow_decorations():
     eager = ("Graph execution error:\n\nDetected at node decode_image/DecodeImage defined at (most recent "
              "call last):\n<stack traces unavailable>\nInput is empty.\n\t [[{{node decode_image/DecodeImage}}]]"
              " [Op:__inference_signature_wrapper_serve_578]")
-    assert one_line(eager) == "Input is empty."
-    assert one_line("Unknown image file format.\n\t [[{{node DecodeImage}}]]") == "Unknown image file format."
-    assert one_line("first\nsecond") == "first second"
+    assert tf_error_message(eager) == "Input is empty."
+    assert tf_error_message("Unknown image file format.\n\t [[{{node DecodeImage}}]]") == "Unknown image file format."
+    assert tf_error_message("first\nsecond") == "first second"

@@ -3,7 +3,6 @@ bounded number of requests in flight, print a line per image, write every score,
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from imgclf.client.report import format_report
 from imgclf.data_folders import iter_image_files
 from imgclf.progress import Progress
 from imgclf.settings import ValidateSettings
+from imgclf.tf_errors import tf_error_message
 
 EXIT_OK = 0
 EXIT_FAILED = 1        # an image failed, or accuracy is below --min-accuracy
@@ -101,23 +101,10 @@ def predict_batch(client, root: Path, paths: list[Path]) -> BatchOutcome:
     return outcome
 
 
-# TensorFlow wraps an op's error in lines about where it happened; the user needs the op's own words.
-_TF_ERROR_NOISE = re.compile(r"^(Graph execution error:|Detected at node|<stack traces unavailable>)")
-_TF_NODE_SUFFIX = re.compile(r"\s*\[\[\{\{node [^]]*\]\]( \[Op:[^]]*\])?")
-
-
-def one_line(message: str) -> str:
-    """A server error message on one line, without TensorFlow's node and stack decorations (the
-    OUTPUT file keeps the full message)."""
-    kept = [_TF_NODE_SUFFIX.sub("", line).strip() for line in message.splitlines()
-            if not _TF_ERROR_NOISE.match(line.strip())]
-    return " ".join(line for line in kept if line) or " ".join(message.split())
-
-
 def image_lines(result: ImageResult, all_classes: bool) -> list[str]:
     """`label score path` lines, as the original tool printed them (every class with --all)."""
     if result.prediction is None:
-        return [f"ERROR - {result.path}: {one_line(result.error)}"]
+        return [f"ERROR - {result.path}: {tf_error_message(result.error)}"]
     ranked = result.prediction.ranked() if all_classes else [result.prediction.top]
     return [f"{label} {score:.7f} {result.path}" for label, score in ranked]
 

@@ -19,6 +19,7 @@ from imgclf import contract
 from imgclf.data_folders import find_class_folders, split_of
 from imgclf.model_store import ModelStore
 from imgclf.progress import track
+from imgclf.tf_errors import tf_error_message
 
 Example = tuple[Path, str]     # an image file and its true label
 BATCH_SIZE = 16
@@ -129,8 +130,8 @@ def _predict_labels(signature, files: Sequence[Path], seen_classes: set[str]) ->
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+    text = tf_error_message(str(error)).strip()
+    return f"{type(error).__name__}: {text}"
 
 
 def evaluate(model_dir: str | os.PathLike, examples: Sequence[Example], desc: str = "") -> Evaluation:

@@ -19,6 +19,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from imgclf import images
+from imgclf.tf_errors import tf_error_message
 from imgclf.trainer.backbone import Backbone
 from imgclf.trainer.data import Example
 
@@ -84,8 +85,7 @@ class FileProbe:
         try:
             self._decode(tf.constant(data))
         except tf.errors.OpError as error:
-            first_line = (error.message or type(error).__name__).strip().splitlines()[0]
-            return digest, f"not a decodable image ({first_line})"
+            return digest, f"not a decodable image ({tf_error_message(error.message) or type(error).__name__})"
         return digest, None
 
 
