@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TextIO
 
 from imgclf import contract
+from imgclf.batches import run_batch_or_each
 from imgclf.client import files
 from imgclf.client.base import (
     ClientError,
@@ -81,23 +82,15 @@ def predict_batch(client, root: Path, paths: list[Path]) -> BatchOutcome:
         for (result, _), prediction in zip(group, reply.predictions):
             result.prediction, result.version = prediction, reply.version
 
-    def send_alone(item: tuple[ImageResult, bytes]) -> None:
-        try:
-            send([item])
-        except (RequestRejected, RequestTimedOut) as error:
-            item[0].error = str(error)
+    def failed(item: tuple[ImageResult, bytes], error: BaseException) -> None:
+        item[0].error = str(error)
 
-    if len(readable) == 1:
-        send_alone(readable[0])
-    elif readable:
-        try:
-            send(readable)
-        except RequestRejected:
-            for item in readable:
-                send_alone(item)
-        except RequestTimedOut as error:
-            for result, _ in readable:
-                result.error = str(error)
+    try:
+        run_batch_or_each(readable, send, fall_back_on=(RequestRejected,), on_failure=failed,
+                          item_errors=(RequestRejected, RequestTimedOut))
+    except RequestTimedOut as error:   # a whole batch timed out: sending each alone would too
+        for item in readable:
+            failed(item, error)
     return outcome
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from imgclf import contract
+from imgclf.batches import run_batch_or_each
 from imgclf.data_folders import find_class_folders, split_of
 from imgclf.model_store import ModelStore
 from imgclf.progress import track
@@ -148,6 +149,10 @@ def evaluate(model_dir: str | os.PathLike, examples: Sequence[Example], desc: st
         evaluation.total += len(batch)
         evaluation.correct += sum(p == truth for p, (_, truth) in zip(predicted, batch))
 
+    def failed(example: Example, error: BaseException) -> None:
+        evaluation.total += 1
+        evaluation.failed_files.append(str(example[0]))
+
     try:
         model = tf.saved_model.load(str(model_dir))
         signature = _signature(model)
@@ -155,17 +160,9 @@ def evaluate(model_dir: str | os.PathLike, examples: Sequence[Example], desc: st
         evaluation.warmup_replayed = replay_warmup(model, Path(model_dir))
         batches = [examples[i:i + BATCH_SIZE] for i in range(0, len(examples), BATCH_SIZE)]
         for batch in track(batches, desc=f"gate {desc or Path(model_dir).name}", unit="batch", leave=False):
-            try:
-                score(batch)
-            except (tf.errors.OpError, OSError):
-                # One bad file fails its whole batch: retry one by one to name it, and count it
-                # as a wrong answer so that both models are judged on the same examples.
-                for example in batch:
-                    try:
-                        score([example])
-                    except (tf.errors.OpError, OSError):
-                        evaluation.total += 1
-                        evaluation.failed_files.append(str(example[0]))
+            # A bad file fails its batch: the files are then scored one by one, and the bad one
+            # counts as a wrong answer, so that both models are judged on the same examples.
+            run_batch_or_each(batch, score, fall_back_on=(tf.errors.OpError, OSError), on_failure=failed)
     except Exception as error:  # a model that cannot load or answer is exactly what the gate catches
         evaluation.error = _first_line(error)
     if evaluation.total and len(evaluation.failed_files) == evaluation.total:
