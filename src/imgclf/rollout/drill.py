@@ -26,7 +26,9 @@ from pathlib import Path
 import requests
 
 from imgclf import contract
+from imgclf.client.base import ClientError
 from imgclf.client.metrics import latency_percentiles
+from imgclf.client.rest import RestClient
 from imgclf.model_store import ModelStore, open_store
 from imgclf.polling import poll
 from imgclf.progress import track
@@ -108,9 +110,8 @@ class Traffic:
     No retries: a request that fails counts as a failure."""
 
     def __init__(self, rest_url: str, clients: int, image: bytes, timeout: float = 30.0):
-        self.url = rest_url.rstrip("/") + contract.rest_model_path(MODEL_NAME) + ":predict"
-        self.body = json.dumps(contract.rest_predict_body([image]))
-        self.timeout = timeout
+        self.client = RestClient(rest_url, MODEL_NAME, timeout=timeout, retries=0, pool_size=clients)
+        self.image = image
         self.replies: list[Reply] = []
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
@@ -125,23 +126,18 @@ class Traffic:
         self.stop_event.set()
         for thread in self.threads:
             thread.join()
+        self.client.close()
 
     def _run(self, client: int) -> None:
-        with requests.Session() as session:
-            while not self.stop_event.is_set():
-                started = time.monotonic()
-                marker, error = None, ""
-                try:
-                    reply = session.post(self.url, data=self.body, timeout=self.timeout,
-                                         headers={"Content-Type": "application/json"})
-                    if reply.ok:
-                        marker = marker_of(reply.json()["predictions"][0][contract.SCORES_OUTPUT])
-                    else:
-                        error = f"HTTP {reply.status_code}: {reply.text[:200]}"
-                except (requests.RequestException, ValueError, KeyError, IndexError) as exc:
-                    error = f"{type(exc).__name__}: {exc}"
-                with self.lock:
-                    self.replies.append(Reply(client, started, time.monotonic(), marker, error))
+        while not self.stop_event.is_set():
+            started = time.monotonic()
+            marker, error = None, ""
+            try:
+                marker = marker_of(self.client.predict([self.image]).predictions[0].scores)
+            except (ClientError, requests.RequestException) as exc:   # any failure counts; none ends the drill
+                error = f"{type(exc).__name__}: {exc}"
+            with self.lock:
+                self.replies.append(Reply(client, started, time.monotonic(), marker, error))
 
     def snapshot(self) -> list[Reply]:
         with self.lock:
