@@ -35,6 +35,7 @@ TRAIN_FLAGS = $(strip \
   $(call flag,WARMUP_RECORDS,--warmup-records) \
   $(call flag,LOG_DIR,--log-dir) \
   $(call flag,PROGRESS,--progress) \
+  $(call flag,DECODE_PARALLELISM,--decode-parallelism) \
   $(call flag,VALIDATE,--validate) \
   $(call flag,TOLERANCE,--tolerance) \
   $(call flag,FORCE,--force))

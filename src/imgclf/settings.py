@@ -88,6 +88,8 @@ class TrainSettings:
     warmup_records: int = setting(8, "real images replayed by the server on load")
     log_dir: str = setting("", 'TensorBoard logs; "" = <models>/.logs/<model_name>')
     progress: bool = setting(True, "progress per epoch: a bar on a terminal, a line in a log")
+    decode_parallelism: int = setting(2, "images decoded at once in training; each may take up to ~1.4 GB at "
+                                      "the 40 MP limit (docs/hostile-inputs.md)")
     validate: str = setting("", "extra held-out folder for the promotion gate")
     tolerance: float | None = setting(None, "for the gate; None = RolloutSettings.tolerance")
     force: bool = setting(False, "publish even when the gate refuses")

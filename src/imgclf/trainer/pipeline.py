@@ -120,7 +120,7 @@ def fit_classifier(dataset: Dataset, backbone: Backbone, options: images.Preproc
     if on_features:
         begun = time.perf_counter()
         vectors = compute_features(dataset.examples, backbone, options, cache, settings.batch_size,
-                                   settings.progress)
+                                   settings.progress, settings.decode_parallelism)
         features_seconds = time.perf_counter() - begun
         features = dict(zip((e.digest for e in dataset.examples), vectors))
         for branch in branches:
@@ -155,7 +155,8 @@ def image_batches(examples: list[Example], k: int, options: images.Preprocessing
                   settings: TrainSettings, shuffle: bool = False, augment: bool = False) -> tf.data.Dataset:
     targets = model.one_hot([e.label_index for e in examples], k)
     return model.image_batches([str(e.path) for e in examples], targets, options, settings.batch_size,
-                               shuffle_seed=settings.seed if shuffle else None, augment=augment)
+                               shuffle_seed=settings.seed if shuffle else None, augment=augment,
+                               parallel_decodes=settings.decode_parallelism)
 
 
 def build_report(dataset: Dataset, trained: Trained) -> dict:
