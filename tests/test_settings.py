@@ -54,6 +54,13 @@ def sample(knob: settings.Knob) -> tuple[list[str], object]:
     return ([text] if knob.meta.get("positional") else [knob.flag, text]), value
 
 
+def test_the_makefile_maps_no_variable_by_hand():
+    """Every Make variable reaches its flag through settings.mk: a `$(call flag,...)` in the
+    Makefile would be a second road (declare the field in settings.py instead)."""
+    makefile = (ROOT / "Makefile").read_text()
+    assert "$(call flag," not in makefile and "$(call switch," not in makefile and "$(call toggle," not in makefile
+
+
 def test_every_command_has_a_parser_and_a_make_target():
     assert set(PARSERS) == set(settings.COMMANDS)
     makefile = (ROOT / "Makefile").read_text()
