@@ -11,11 +11,12 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # <COMMAND>_FLAGS: generated from src/imgclf/settings.py (`make settings`), one flag per setting.
 include settings.mk
 
-.PHONY: help settings venv test train serve validate demo publish rollback pin unpin status clean-staged drill bench e2e clean \
+.PHONY: help settings venv test train serve validate pages demo publish rollback pin unpin status clean-staged drill bench e2e clean \
   k8s-check
 
 help:
-	@echo "make test | demo | train DATA=dir | serve | validate DIR=dir | status | publish | rollback"
+	@echo "make test | demo | train DATA=dir | serve | validate DIR=dir | pages PDFS=dir OUT=dir"
+	@echo "     status | publish | rollback"
 	@echo "     pin VERSION=v | unpin | clean-staged | drill | bench | e2e      (variables: docs/settings.md)"
 
 # settings.mk and docs/settings.md from src/imgclf/settings.py (standard library only: no venv needed).
@@ -42,6 +43,10 @@ serve: $(STAMP)
 validate: $(STAMP)
 	@test -n "$(DIR)" || { echo "usage: make validate DIR=dir"; exit 2; }
 	$(IMGCLF) run $(RUN_FLAGS) validate $(VALIDATE_FLAGS)
+
+pages: $(STAMP)
+	@test -n "$(PDFS)" -a -n "$(OUT)" || { echo "usage: make pages PDFS=dir OUT=dir  (see docs/pdfs.md)"; exit 2; }
+	$(IMGCLF) pages $(PAGES_FLAGS)
 
 demo: $(STAMP)
 	$(IMGCLF) demo $(DEMO_FLAGS)

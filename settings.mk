@@ -38,7 +38,9 @@ TRAIN_FLAGS = $(strip \
   $(call flag,DECODE_PARALLELISM,--decode-parallelism) \
   $(call flag,VALIDATE,--validate) \
   $(call flag,TOLERANCE,--tolerance) \
-  $(call flag,FORCE,--force))
+  $(call flag,FORCE,--force) \
+  $(call flag,PDF_RENDERER,--pdf-renderer) \
+  $(call flag,PDF_CACHE,--pdf-cache))
 
 SERVE_FLAGS = $(strip \
   $(call flag,MODELS,--models) \
@@ -65,7 +67,9 @@ VALIDATE_FLAGS = $(strip \
   $(call flag,WAIT,--wait) \
   $(call flag,TIMEOUT,--timeout) \
   $(call flag,RETRIES,--retries) \
-  $(call toggle,PROGRESS,--progress))
+  $(call toggle,PROGRESS,--progress) \
+  $(call flag,PDF_RENDERER,--pdf-renderer) \
+  $(call flag,PDF_CACHE,--pdf-cache))
 
 DEMO_FLAGS = $(strip \
   $(call flag,DEMO_DIR,--workdir) \
@@ -73,6 +77,19 @@ DEMO_FLAGS = $(strip \
   $(call flag,DEMO_HELD_OUT,--held-out-per-class) \
   $(call flag,IMAGE_SIZE,--image-size) \
   $(call flag,PROTOCOL,--protocol))
+
+PAGES_FLAGS = $(strip \
+  $(call flag,PDFS,--pdfs) \
+  $(call flag,OUT,--out) \
+  $(call flag,RENDERER,--renderer) \
+  $(call flag,BLANK_BYTES,--blank-bytes) \
+  $(call flag,WORKERS,--workers) \
+  $(call flag,TIMEOUT,--timeout) \
+  $(call flag,MAX_PAGES,--max-pages) \
+  $(call flag,MAX_PAGE_INCHES,--max-page-inches) \
+  $(call flag,MEMORY_MB,--memory-mb) \
+  $(call flag,PROGRESS,--progress) \
+  $(call flag,LOG_EVERY,--log-every))
 
 PUBLISH_FLAGS = $(strip \
   $(call flag,MODELS,--models) \

@@ -20,6 +20,7 @@ PARSERS = {
     "train": ("imgclf.trainer.cli", "build_parser"),   # the flags imgclf.rollout.training parses
     "serve": ("imgclf.serving.cli", "build_parser"),
     "validate": ("imgclf.client.cli", "build_parser"), "demo": ("imgclf.demo", "build_parser"),
+    "pages": ("imgclf.pdf.cli", "build_parser"),
     "publish": ("imgclf.rollout.cli", "_parser"), "rollback": ("imgclf.rollout.cli", "_parser"),
     "pin": ("imgclf.rollout.cli", "_parser"), "unpin": ("imgclf.rollout.cli", "_parser"),
     "status": ("imgclf.rollout.cli", "_parser"), "clean-staged": ("imgclf.rollout.cli", "_parser"),
@@ -29,8 +30,8 @@ PARSERS = {
 }
 # Where a command's parser keeps a setting under another name (serve: tensorflow_model_server's).
 DESTINATIONS = {("serve", "rest_port"): "rest_api_port", ("serve", "grpc_port"): "port"}
-SAMPLES = {"str": "x", "tuple[str, ...]": "x", "int": "7", "float": "0.5", "str | None": "x", "int | None": "7", "float | None": "0.5"}
-EXPECTED = {"str": "x", "tuple[str, ...]": ["x"], "int": 7, "float": 0.5, "str | None": "x", "int | None": 7, "float | None": 0.5}
+SAMPLES = {"str": "x", "tuple[str, ...]": "x", "bool | None": "1", "int": "7", "float": "0.5", "str | None": "x", "int | None": "7", "float | None": "0.5"}
+EXPECTED = {"str": "x", "tuple[str, ...]": ["x"], "bool | None": True, "int": 7, "float": 0.5, "str | None": "x", "int | None": 7, "float | None": 0.5}
 
 
 def parser_of(command: str):

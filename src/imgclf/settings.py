@@ -31,6 +31,9 @@ from imgclf import contract
 # A good ImageNet feature-vector module for users with internet. It fixes 224x224 RGB in [0, 1].
 DEFAULT_HUB_MODULE = "https://tfhub.dev/tensorflow/efficientnet/lite0/feature-vector/2"
 SCRATCH_MODULE = "scratch"   # the small built-in backbone trained from scratch (offline fallback)
+# How PDFs become page images everywhere (make pages, train, validate): Ghostscript + ImageMagick 6,
+# the original tool's own programs (docs/pdfs.md has the measurements behind the choice).
+DEFAULT_PDF_RENDERER = "imagemagick"
 
 
 def setting(default, help: str = "", **metadata):
@@ -93,6 +96,8 @@ class TrainSettings:
     validate: str = setting("", "extra held-out folder for the promotion gate")
     tolerance: float | None = setting(None, "for the gate; None = RolloutSettings.tolerance")
     force: bool = setting(False, "publish even when the gate refuses")
+    pdf_renderer: str = setting(DEFAULT_PDF_RENDERER, "how PDFs in DATA become pages")
+    pdf_cache: str = setting("", 'rendered pages; "" = <models>/.cache/pages')
 
 
 @dataclass
@@ -146,6 +151,27 @@ class ValidateSettings:
                            check=non_negative)
     progress: bool = setting(True, "progress on stderr: a bar on a terminal, a line per tenth of the "
                              "images in a log", switch=True)
+    pdf_renderer: str = setting(DEFAULT_PDF_RENDERER, "how PDFs in DIR become pages (docs/pdfs.md)")
+    pdf_cache: str = setting("", 'rendered pages; "" = ~/.cache/imgclf/pages')
+
+
+@dataclass
+class PagesSettings:
+    """`make pages` / `imgclf pages`: page 1 of every PDF under PDFS -> OUT/<folder>/<sha1>.jpg.
+    The limits also hold for the PDFs that `make train` and `make validate` render."""
+
+    pdfs: str = setting("", "folder of PDFs, searched recursively")
+    out: str = setting("", "images go to OUT/<same sub-folder>/<sha1 of the PDF>.jpg")
+    renderer: str = setting(DEFAULT_PDF_RENDERER, "imagemagick (Ghostscript + ImageMagick 6) | pdfium")
+    blank_bytes: int = setting(3000, "a page whose JPEG is smaller is blank, dropped (the original's rule); "
+                               "0 keeps every page")
+    workers: int = setting(0, "rendering processes; 0 = one per core")
+    timeout: float = setting(120.0, "seconds one PDF may take; then its worker is killed")
+    max_pages: int = setting(100_000, "PDFs with more pages are refused (0 = no limit)")
+    max_page_inches: float = setting(100.0, "page 1's longer side (0 = no limit)")
+    memory_mb: int = setting(2048, "address space of each worker and its programs")
+    progress: bool | None = setting(None, "bar on a terminal; else a line per LOG_EVERY files")
+    log_every: int = setting(500, "files per progress line in a log")
 
 
 @dataclass
@@ -271,7 +297,7 @@ class KubeSettings:
 # The commands whose flags and Make variables come from a settings class (`imgclf <command>`).
 COMMANDS = {
     "train": TrainSettings, "serve": ServeSettings, "validate": ValidateSettings, "demo": DemoSettings,
-    "publish": RolloutSettings, "rollback": RolloutSettings, "pin": RolloutSettings,
+    "pages": PagesSettings, "publish": RolloutSettings, "rollback": RolloutSettings, "pin": RolloutSettings,
     "unpin": RolloutSettings, "status": RolloutSettings, "clean-staged": RolloutSettings,
     "drill": DrillSettings,
     "bench": BenchSettings, "e2e": StackSettings, "run": StackSettings, "k8s-check": KubeSettings,
@@ -325,7 +351,7 @@ def _optional(kind):
 
 # A tuple of texts takes any number of values: `folders a b c`, `--names a b`.
 _FLAG_TYPES = {"str": str, "tuple[str, ...]": str, "int": int, "float": float, "str | None": _optional(str),
-               "float | None": _optional(float), "int | None": _optional(int)}
+               "float | None": _optional(float), "int | None": _optional(int), "bool | None": _optional(parse_bool)}
 
 
 def _checked(kind, check: Callable | None):
