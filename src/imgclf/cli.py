@@ -8,7 +8,7 @@ import sys
 
 COMMANDS = {
     "train": ("imgclf.trainer.cli", "train a classifier on class folders and publish a version"),
-    "serve": ("imgclf.serving.cli", "run the local TensorFlow-Serving-compatible server"),
+    "serve": ("imgclf.serve", "run the local TensorFlow-Serving-compatible server (or compose serving)"),
     "validate": ("imgclf.client.cli", "send a folder of images to the server and report"),
     "demo": ("imgclf.demo", "sample data, train, serve, validate: the whole loop offline"),
     "publish": ("imgclf.rollout.cli", "gate a staged model and publish it as the next version"),
