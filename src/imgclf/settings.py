@@ -122,6 +122,27 @@ class ServeSettings:
 
 
 @dataclass
+class ServerLimits:
+    """The local server's limits: flags of `imgclf serve` (named as below, tensorflow_model_server
+    style; the real server has no such flags unless said), with safe defaults. Memory and
+    latency figures behind them: docs/serving.md and docs/security.md."""
+
+    rest_api_max_connections: int = 16384          # connections held at once; when full, the longest
+                                                   #   idle one is closed to make room
+    rest_api_idle_timeout_in_ms: int = 30000       # request headers, and keep-alive between requests
+    rest_api_body_timeout_in_ms: int = 60000       # a request body, from its headers to its last byte
+    rest_api_max_body_bytes: int = 64 << 20        # larger bodies: 413
+    rest_api_max_buffered_bytes: int = 512 << 20   # request bodies held in memory at once: else 503
+    max_instances_per_request: int = 256           # REST instances / gRPC first dimension: else 400
+    model_max_concurrent_requests: int = 0         # requests running a model at once; 0 = 2 x CPUs
+    model_max_queued_requests: int = 64            # more waiting for the model: else 503 UNAVAILABLE
+    grpc_max_receive_message_bytes: int = 64 << 20  # larger messages: RESOURCE_EXHAUSTED
+    grpc_max_concurrent_rpcs: int = 256            # calls running or queued: else RESOURCE_EXHAUSTED
+    reload_model_roots: str = ""                   # extra folders (comma-separated) that the reload
+                                                   #   RPC may point base paths into; "/" = anywhere
+
+
+@dataclass
 class ValidateSettings:
     """`make validate` / `imgclf validate`: the client."""
 
