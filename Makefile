@@ -11,11 +11,11 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 flag   = $(if $($(1)),$(2) $($(1)))
 switch = $(if $(filter 1 true yes,$($(1))),$(2))
 
-.PHONY: help venv test train serve validate demo publish rollback pin unpin status drill bench e2e clean
+.PHONY: help venv test train serve validate demo publish rollback pin unpin status drill bench abuse e2e clean
 
 help:
 	@echo "make test | demo | train DATA=dir | serve | validate DIR=dir | status | publish | rollback"
-	@echo "     pin VERSION=v | unpin | drill | bench | e2e      (variables: see README.md)"
+	@echo "     pin VERSION=v | unpin | drill | bench | abuse | e2e      (variables: see README.md)"
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -91,6 +91,10 @@ drill: $(STAMP)
 bench: $(STAMP)
 	$(IMGCLF) bench $(call switch,QUICK,--quick) $(call flag,MODULE,--module) $(call flag,DATA,--data) \
 	  $(call flag,EPOCHS,--epochs) $(call flag,BENCH_DIR,--output-dir)
+abuse: $(STAMP)
+	$(IMGCLF) abuse $(call flag,MODEL,--model) $(call flag,SERVER,--server) $(call flag,SECONDS,--seconds) \
+	  $(call flag,IDLE,--idle) $(call flag,HALF_SENT,--half-sent) $(call flag,SLOW_BODIES,--slow-bodies) \
+	  $(call flag,OVERSIZED_THREADS,--oversized-threads) $(call flag,OUTPUT,--output)
 e2e: $(STAMP)
 	$(IMGCLF) e2e $(call switch,KEEP,--keep)
 

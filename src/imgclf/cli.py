@@ -18,6 +18,7 @@ COMMANDS = {
     "status": ("imgclf.rollout.cli", "versions on disk and what the server says of them"),
     "drill": ("imgclf.rollout.drill", "publish and roll back under load; count failures"),
     "bench": ("imgclf.bench", "measure bytes, throughput, training speed-up, rollout, memory"),
+    "abuse": ("imgclf.abuse", "a good client's latency while the local server is under attack"),
     "e2e": ("imgclf.e2e", "the Docker Compose stack end to end on a Docker engine"),
     "run": ("imgclf.runner", "train or validate through Docker Compose, or locally (RUNNER)"),
 }

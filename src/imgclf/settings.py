@@ -134,8 +134,10 @@ class ServerLimits:
     rest_api_max_body_bytes: int = 64 << 20        # larger bodies: 413
     rest_api_max_buffered_bytes: int = 512 << 20   # request bodies held in memory at once: else 503
     max_instances_per_request: int = 256           # REST instances / gRPC first dimension: else 400
-    model_max_concurrent_requests: int = 0         # requests running a model at once; 0 = 2 x CPUs
+    model_max_concurrent_requests: int = 0         # requests running a model at once; 0 = one per CPU
     model_max_queued_requests: int = 64            # more waiting for the model: else 503 UNAVAILABLE
+    model_run_batch_size: int = 8                  # most examples per model call: larger requests run
+                                                   #   in slices, which bounds the memory a burst leaves
     grpc_max_receive_message_bytes: int = 64 << 20  # larger messages: RESOURCE_EXHAUSTED
     grpc_max_concurrent_rpcs: int = 256            # calls running or queued: else RESOURCE_EXHAUSTED
     reload_model_roots: str = ""                   # extra folders (comma-separated) that the reload
@@ -227,6 +229,21 @@ class StackSettings:
     image_size: int = 96                     # IMAGE_SIZE: the e2e trains the scratch backbone small
     timeout: float = 300.0                   # TIMEOUT: seconds any one wait of the e2e may take
     keep: bool = False                       # KEEP: leave the e2e's work folder (data, models, logs)
+
+
+@dataclass
+class AbuseSettings:
+    """`make abuse` / `imgclf abuse`: a good client's latency and success while the local server
+    is attacked, as ratios to a quiet server."""
+
+    model: str = ""                          # MODEL: a version folder to serve ("" = a marker model)
+    server: str = ""                         # SERVER: a running server on this machine ("" = start one)
+    seconds: float = 10.0                    # SECONDS: good-client traffic per measurement
+    idle: int = 10000                        # IDLE: idle connections held open
+    half_sent: int = 10000                   # HALF_SENT: connections that never finish their headers
+    slow_bodies: int = 1000                  # SLOW_BODIES: connections sending a body byte by byte
+    oversized_threads: int = 2               # OVERSIZED_THREADS: threads sending oversized requests
+    output: str = ""                         # OUTPUT: also write the figures as JSON here
 
 
 @dataclass

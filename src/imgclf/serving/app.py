@@ -88,11 +88,12 @@ class LocalModelServer:
         self.prometheus = config_files.read_monitoring_config(args.monitoring_config_file)
         self.metrics = ServingMetrics() if self.prometheus.enabled else None
         tags = tuple(t for t in args.saved_model_tags.split(",") if t)
-        loader = make_loader(batching, enable_warmup=args.enable_model_warmup, tags=tags)
+        loader = make_loader(batching, enable_warmup=args.enable_model_warmup, tags=tags,
+                             run_batch_size=self.limits.model_run_batch_size)
         self.core = ServerCore(specs, loader, poll_seconds=args.file_system_poll_wait_seconds,
                                reload_config=self._read_config_file if args.model_config_file else None,
                                config_poll_seconds=args.model_config_file_poll_wait_seconds)
-        concurrent = self.limits.model_max_concurrent_requests or 2 * (os.cpu_count() or 1)
+        concurrent = self.limits.model_max_concurrent_requests or os.cpu_count() or 1
         self.model_server = ModelServer(self.core, self.metrics, timeout_seconds=args.rest_api_timeout_in_ms / 1000,
                                         max_instances=self.limits.max_instances_per_request,
                                         gate=ModelGate(concurrent, self.limits.model_max_queued_requests))

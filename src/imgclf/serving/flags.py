@@ -88,7 +88,9 @@ LIMIT_HELP = {
     "rest_api_max_buffered_bytes": "REST request bodies held in memory at once; past it, 503.",
     "max_instances_per_request": "Most examples in one request (REST instances, gRPC first dimension); "
                                  "more get INVALID_ARGUMENT. 0 = no limit.",
-    "model_max_concurrent_requests": "Requests running a model at once (REST and gRPC); 0 = twice the CPUs.",
+    "model_max_concurrent_requests": "Requests running a model at once (REST and gRPC); 0 = one per CPU.",
+    "model_run_batch_size": "Most examples one model call runs; a larger request whose signature is "
+                            "batch-major runs in slices of this size (bounds memory). 0 = whole requests.",
     "model_max_queued_requests": "Requests waiting for the model beyond those; more get UNAVAILABLE (503).",
     "grpc_max_receive_message_bytes": "Largest gRPC message received (--grpc_channel_arguments may override).",
     "grpc_max_concurrent_rpcs": "gRPC calls running or waiting for a thread; more get RESOURCE_EXHAUSTED.",

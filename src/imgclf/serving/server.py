@@ -23,11 +23,12 @@ from imgclf.serving.warmup import replay_warmup
 SIGNATURE_DEF_FIELD = "signature_def"
 
 
-def make_loader(batching: BatchingSettings | None = None, enable_warmup: bool = True, tags=("serve",)):
+def make_loader(batching: BatchingSettings | None = None, enable_warmup: bool = True, tags=("serve",),
+                run_batch_size: int = 0):
     """(name, version, path) -> a loaded, warmed-up servable (batching-wrapped when asked)."""
 
     def load(name: str, version: int, path):
-        servable = Servable.load(name, version, path, tags=tags)
+        servable = Servable.load(name, version, path, tags=tags, run_batch_size=run_batch_size)
         if batching is not None:
             servable = BatchingServable(servable, batching)
         if enable_warmup:
