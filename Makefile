@@ -11,11 +11,12 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 flag   = $(if $($(1)),$(2) $($(1)))
 switch = $(if $(filter 1 true yes,$($(1))),$(2))
 
-.PHONY: help venv test train serve validate demo publish rollback pin unpin status drill bench abuse e2e clean
+.PHONY: help venv test train serve validate demo publish rollback pin unpin status clean-staged drill bench abuse e2e clean \
+  k8s-check
 
 help:
 	@echo "make test | demo | train DATA=dir | serve | validate DIR=dir | status | publish | rollback"
-	@echo "     pin VERSION=v | unpin | drill | bench | abuse | e2e      (variables: see README.md)"
+	@echo "     pin VERSION=v | unpin | clean-staged | drill | bench | abuse | e2e      (variables: see README.md)"
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -83,6 +84,8 @@ unpin: $(STAMP)
 status: $(STAMP)
 	$(IMGCLF) status $(ROLLOUT_FLAGS) $(call flag,SERVER,--server) $(call flag,MODELS_CONFIG,--models-config) \
 	  $(call flag,DOCKER_SERVICE,--docker-service)
+clean-staged: $(STAMP)
+	$(IMGCLF) clean-staged $(ROLLOUT_FLAGS) $(call flag,OLDER_THAN,--older-than) $(call switch,SEALED,--sealed)
 
 drill: $(STAMP)
 	$(IMGCLF) drill $(call flag,CLIENTS,--clients) $(call flag,PUBLISHES,--publishes) \
@@ -97,6 +100,10 @@ abuse: $(STAMP)
 	  $(call flag,OVERSIZED_THREADS,--oversized-threads) $(call flag,OUTPUT,--output)
 e2e: $(STAMP)
 	$(IMGCLF) e2e $(call switch,KEEP,--keep)
+
+# Scale out (docs/scale-out.md).
+k8s-check: $(STAMP)
+	$(IMGCLF) k8s-check $(K8S_DIRS)
 
 clean:
 	rm -rf build demo-output bench-output .pytest_cache

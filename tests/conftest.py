@@ -36,19 +36,19 @@ def sample_dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory, sample_dataset):
     """A real model trained on sample_dataset in a few seconds (scratch backbone, 32 px images) and
-    published through the trainer's real export path. Fields: models_dir, model_name, base_path,
+    published through the trainer's real export path and the promotion gate. Fields: models_dir, model_name, base_path,
     version, version_dir, labels, data_dir. Treat it as read-only: it is shared by the session."""
     from collections import namedtuple
 
+    from imgclf.rollout.training import train_and_publish
     from imgclf.settings import TrainSettings
-    from imgclf.trainer.pipeline import train
 
     models_dir = tmp_path_factory.mktemp("trained-models")
     settings = TrainSettings(data=str(sample_dataset), module="scratch", models=str(models_dir),
                              image_size=32, epochs=8, progress=False,
                              cache_dir=str(tmp_path_factory.mktemp("feature-cache")),
                              log_dir=str(tmp_path_factory.mktemp("train-logs")))
-    result = train(settings)
+    result = train_and_publish(settings)
     TrainedModel = namedtuple("TrainedModel", "models_dir model_name base_path version version_dir labels data_dir")
     return TrainedModel(models_dir, settings.model_name, result.base_path, result.version,
                         result.version_dir, result.labels, sample_dataset)

@@ -15,6 +15,7 @@ import pytest
 from imgclf import contract
 from imgclf.client import cli
 from imgclf.client.validate import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, Run, one_line
+from imgclf.data_folders import iter_image_files
 from conftest import free_port
 
 pytestmark = pytest.mark.slow
@@ -43,7 +44,7 @@ def in_process(trained_model, held_out) -> dict[str, dict[str, float]]:
 
     signature = tf.saved_model.load(str(trained_model.version_dir)).signatures[contract.SIGNATURE_NAME]
     expected = {}
-    for path in contract.iter_image_files(held_out):
+    for path in iter_image_files(held_out):
         outputs = signature(**{contract.INPUT_NAME: tf.constant([path.read_bytes()])})
         classes = [c.decode() for c in outputs[contract.CLASSES_OUTPUT].numpy()[0]]
         expected[str(path)] = dict(zip(classes, outputs[contract.SCORES_OUTPUT].numpy()[0].tolist()))
@@ -196,7 +197,7 @@ def test_waits_for_a_model_still_loading(trained_model, held_out, tmp_path):
         client.join(timeout=120)
     assert codes == [EXIT_OK], err.getvalue()
     assert "waiting up to 120 s for the model" in err.getvalue()
-    assert f"images {len(list(contract.iter_image_files(held_out)))}" in out.getvalue()
+    assert f"images {len(list(iter_image_files(held_out)))}" in out.getvalue()
 
 
 def test_rest_path_imports_no_tensorflow_and_shows_progress(server, held_out):
@@ -219,7 +220,7 @@ def test_rest_rides_out_a_server_restart_with_retries(trained_model, held_out, t
 
     folder = tmp_path / "many"
     for copy in range(40):   # enough requests (one per image) that the restart falls mid-run
-        for path in contract.iter_image_files(held_out):
+        for path in iter_image_files(held_out):
             target = folder / path.parent.name / f"{copy}-{path.name}"
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(path)
@@ -241,7 +242,7 @@ def test_rest_rides_out_a_server_restart_with_retries(trained_model, held_out, t
             client.join(timeout=180)
     finally:
         first.stop()
-    total = len(list(contract.iter_image_files(folder)))
+    total = len(list(iter_image_files(folder)))
     assert restarted_mid_run and lines_before_restart < total
     assert codes == [EXIT_OK], err.getvalue()
     assert f"images {total}   predicted {total}   errors 0" in out.getvalue()

@@ -3,32 +3,21 @@ import time
 import pytest
 
 from imgclf import contract
+from imgclf.data_folders import iter_image_files
 
 
-def test_only_integer_folder_names_are_versions(tmp_path):
-    for name in ["0042", "7", "1700000000", ".staging-1-2", "1700000000.partial", "abc", "-3"]:
-        (tmp_path / name).mkdir()
-    (tmp_path / "99").write_text("a file, not a folder")
-    assert contract.list_versions(tmp_path) == [7, 42, 1700000000]
+def test_only_integer_folder_names_are_versions():
     assert contract.parse_version("0042") == 42
     assert contract.parse_version(".staging-1") is None
+    assert contract.parse_version("1700000000.partial") is None
+    assert contract.parse_retired(contract.retired_name(12, at=99)) == 12
+    assert contract.is_staging_name(contract.staging_name("x"))
 
 
-def test_next_version_is_epoch_or_one_more_than_any_taken(tmp_path):
+def test_next_version_is_epoch_or_one_more_than_any_taken():
     now = time.time()
-    assert contract.next_version(tmp_path, now=now) == int(now)
-    (tmp_path / str(int(now) + 100)).mkdir()
-    assert contract.next_version(tmp_path, now=now) == int(now) + 101
-    (tmp_path / contract.retired_name(int(now) + 500)).mkdir()
-    assert contract.next_version(tmp_path, now=now) == int(now) + 501
-
-
-def test_retired_and_staged_folders_are_found_and_invisible_as_versions(tmp_path):
-    (tmp_path / contract.retired_name(12, at=99)).mkdir()
-    (tmp_path / contract.staging_name("x")).mkdir()
-    assert contract.list_versions(tmp_path) == []
-    assert [v for v, _ in contract.list_retired(tmp_path)] == [12]
-    assert [p.name for p in contract.list_staged(tmp_path)] == [".staging-x"]
+    assert contract.next_version([], now=now) == int(now)
+    assert contract.next_version([int(now) + 100, 7], now=now) == int(now) + 101
 
 
 def test_label_rules():
@@ -54,5 +43,5 @@ def test_image_files_are_found_recursively_in_any_case(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     for name in ["a/x.JPG", "a/b/y.jpeg", "z.Png", "notes.txt", ".hidden.jpg", "a/b/w.gif"]:
         (tmp_path / name).write_bytes(b"")
-    found = [p.relative_to(tmp_path).as_posix() for p in contract.iter_image_files(tmp_path)]
+    found = [p.relative_to(tmp_path).as_posix() for p in iter_image_files(tmp_path)]
     assert found == ["z.Png", "a/x.JPG", "a/b/y.jpeg"]

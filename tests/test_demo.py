@@ -9,6 +9,8 @@ import pytest
 import requests
 
 from imgclf import contract, demo
+from imgclf.data_folders import iter_image_files
+from imgclf.model_store import open_model
 
 pytestmark = pytest.mark.slow
 
@@ -22,12 +24,12 @@ def test_demo_runs_the_whole_loop_and_stops_the_server(tmp_path, capsys):
     for number in range(1, 5):
         assert f"== {number}/4 " in out
 
-    versions = contract.list_versions(contract.model_base_path(workdir / "models"))
+    versions = open_model(workdir / "models").versions()
     assert len(versions) == 1
     assert f"model version {versions[0]}" in out
 
     rows = list(csv.DictReader((workdir / "results.csv").open()))
-    held_out = sorted(map(str, contract.iter_image_files(workdir / "pages" / "held-out")))
+    held_out = sorted(map(str, iter_image_files(workdir / "pages" / "held-out")))
     assert sorted(r["path"] for r in rows) == held_out and len(held_out) == 12
     assert all(r["predicted"] in ("other", "research") and not r["error"] for r in rows)
     accuracy = float(re.search(r"^accuracy ([0-9.]+) \(12 images", out, re.M).group(1))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from imgclf import contract
+from imgclf.model_store import open_model
 from imgclf.rollout.drill import MODEL_NAME, DrillError, format_figures, run_drill
 from imgclf.settings import DrillSettings
 
@@ -33,10 +34,10 @@ def test_drill_publishes_and_rolls_back_without_a_failed_request(tmp_path, train
     assert figures.steady_requests > 0 and figures.swap_requests > 0
     assert figures.passed
 
-    base = contract.model_base_path(tmp_path, MODEL_NAME)
-    assert contract.list_versions(base)[-1] == published[-3]
-    assert sorted(v for v, _ in contract.list_retired(base)) == published[-2:]
-    assert contract.list_staged(base) == []
+    store = open_model(tmp_path, MODEL_NAME)
+    assert store.latest() == published[-3]
+    assert sorted(v for v, _ in store.retired()) == published[-2:]
+    assert store.staged() == []
 
 
 def test_drill_refuses_a_base_path_that_is_not_its_own(tmp_path):
@@ -44,4 +45,4 @@ def test_drill_refuses_a_base_path_that_is_not_its_own(tmp_path):
     (base / "1700000000").mkdir(parents=True)
     with pytest.raises(DrillError, match="not empty"):
         run_drill(DrillSettings(workdir=str(tmp_path)), say=print)
-    assert contract.list_versions(base) == [1700000000]
+    assert open_model(tmp_path, MODEL_NAME).versions() == [1700000000]

@@ -13,8 +13,9 @@ import requests
 
 from imgclf import contract
 from imgclf.rollout import cli
-from imgclf.rollout.gate import labelled_examples, promote
-from imgclf.rollout.publish import stage_dir
+from imgclf.model_store import LocalModelStore
+from imgclf.rollout.gate import labelled_examples
+from imgclf.rollout.publish import promote
 from imgclf.serving.process import LocalServer
 
 POLL = "0.2"
@@ -68,9 +69,11 @@ def test_publish_pin_unpin_rollback_against_a_running_server(live, trained_model
 
     # The gate measures both on the held-out pages, lets an equal candidate through; the server
     # swaps to it by itself.
-    staged = stage_dir(base)
+    store = LocalModelStore(base)
+    staged = store.stage()
     shutil.copytree(trained_model.version_dir, staged, dirs_exist_ok=True)
-    second = promote(staged, base, labelled_examples(trained_model.data_dir), tolerance=0.0, force=False)
+    store.seal(staged)
+    second = promote(store, staged, labelled_examples(trained_model.data_dir), tolerance=0.0, force=False)
     wait_for(lambda: available(server, name) == {second}, f"version {second} alone AVAILABLE")
 
     # Pin the old version as stable with the new one as canary: both served, labels answered.
@@ -100,7 +103,7 @@ def test_publish_pin_unpin_rollback_against_a_running_server(live, trained_model
     # Roll back: the server goes back to the first version; the second is retired, not deleted.
     assert cli.main(common, command="rollback") == 0
     wait_for(lambda: available(server, name) == {first}, f"fallback to version {first}")
-    assert [v for v, _ in contract.list_retired(base)] == [second]
+    assert [v for v, _ in store.retired()] == [second]
     rows = {(r["on_disk"], r["version"]): r for r in status_json(common, server, capsys)["rows"]}
     assert rows[("published", first)]["state"] == "AVAILABLE"
     assert ("retired", second) in rows and ("published", second) not in rows

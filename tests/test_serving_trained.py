@@ -13,6 +13,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from imgclf import contract
+from imgclf.data_folders import iter_image_files
 from imgclf.serving import LocalServer
 
 pytestmark = pytest.mark.slow
@@ -25,7 +26,7 @@ def served(trained_model):
 
 
 def some_images(trained_model, count: int = 3) -> list[bytes]:
-    return [path.read_bytes() for path, _ in zip(contract.iter_image_files(trained_model.data_dir), range(count))]
+    return [path.read_bytes() for path, _ in zip(iter_image_files(trained_model.data_dir), range(count))]
 
 
 def test_status_and_metadata_describe_the_exported_version(served):

@@ -8,7 +8,8 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 from imgclf import contract
-from imgclf.trainer.data import split_of
+from imgclf.data_folders import split_of
+from imgclf.model_store import LocalModelStore
 
 
 @pytest.fixture(scope="module")
@@ -17,8 +18,12 @@ def loaded(trained_model):
 
 
 def test_version_is_published_with_contract_files(trained_model):
-    assert contract.list_versions(trained_model.base_path) == [trained_model.version]
-    assert contract.list_staged(trained_model.base_path) == []
+    store = LocalModelStore(trained_model.base_path)
+    assert store.versions() == [trained_model.version]
+    assert store.staged() == []
+    # The completion marker, written last, lists every file of the export.
+    sealed = json.loads((trained_model.version_dir / contract.ASSETS_EXTRA_DIR / contract.SEAL_FILE).read_text())
+    assert {"saved_model.pb", "assets/labels.txt", "assets.extra/training_report.json"} <= set(sealed["files"])
     version_dir = trained_model.version_dir
     assert (version_dir / "saved_model.pb").is_file()
     labels_text = (version_dir / contract.ASSETS_DIR / contract.LABELS_FILE).read_text()

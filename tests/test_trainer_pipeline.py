@@ -14,8 +14,10 @@ import pytest
 import tensorflow as tf
 
 from imgclf import contract, images
+from imgclf.model_store import LocalModelStore, open_model
+from imgclf.rollout import training as cli          # `imgclf train`: train, gate, publish
+from imgclf.rollout.training import train_and_publish
 from imgclf.settings import TrainSettings
-from imgclf.trainer import cli
 from imgclf.trainer.backbone import ModuleError, load_backbone
 from imgclf.trainer.features import FeatureCache, image_dataset
 from imgclf.trainer.pipeline import train
@@ -74,7 +76,7 @@ def test_unreachable_hub_handle_names_the_local_way_out():
 
 def test_trains_on_a_hub_module_with_a_feature_cache(sample_dataset, tmp_path, tiny_module):
     settings = settings_for(sample_dataset, tmp_path, tiny_module)
-    first = train(settings)
+    first = train_and_publish(settings)
     assert first.report["splits"]["test"]["accuracy"] >= 0.9
     assert first.metadata["timing"]["features_seconds"] is not None
     backbone = load_backbone(str(tiny_module), quadrants=True, layout_grid=settings.layout_grid)
@@ -85,10 +87,10 @@ def test_trains_on_a_hub_module_with_a_feature_cache(sample_dataset, tmp_path, t
     assert len(cached) == 80
     stamps = {p: p.stat().st_mtime_ns for p in cached}
 
-    second = train(settings)   # same images, module and preprocessing: nothing is recomputed
+    second = train_and_publish(settings)   # same images, module and preprocessing: nothing is recomputed
     assert {p: p.stat().st_mtime_ns for p in cache.folder.glob("*.npy")} == stamps
     assert second.version > first.version
-    assert contract.list_versions(first.base_path) == [first.version, second.version]
+    assert LocalModelStore(first.base_path).versions() == [first.version, second.version]
 
     # Other preprocessing options are another cache entry, never a stale hit.
     colour = FeatureCache(settings.cache_dir, backbone, images.Preprocessing(TINY_SIZE, False))
@@ -99,7 +101,7 @@ def test_trains_on_a_hub_module_with_a_feature_cache(sample_dataset, tmp_path, t
 
 
 def test_without_a_layout_map_one_head_is_trained_and_exported(sample_dataset, tmp_path, tiny_module):
-    result = train(settings_for(sample_dataset, tmp_path, tiny_module, layout_grid=0))
+    result = train_and_publish(settings_for(sample_dataset, tmp_path, tiny_module, layout_grid=0))
     assert set(result.metadata["timing"]["phases"]) == {"head"}
     assert result.report["splits"]["test"]["accuracy"] >= 0.9
     served = tf.saved_model.load(str(result.version_dir)).signatures[contract.SIGNATURE_NAME]
@@ -120,7 +122,7 @@ def test_exported_preprocessing_equals_training_preprocessing(trained_model):
 
 
 def test_fine_tuning_and_augmentation_train_the_backbone(sample_dataset, tmp_path, tiny_module):
-    result = train(settings_for(sample_dataset, tmp_path, tiny_module, fine_tune=True, augment=True,
+    result = train_and_publish(settings_for(sample_dataset, tmp_path, tiny_module, fine_tune=True, augment=True,
                                 epochs=20, fine_tune_epochs=2, fine_tune_learning_rate=1e-3))
     assert set(result.metadata["timing"]["phases"]) == {"head-on-images", "fine-tune"}
     original = tf.saved_model.load(str(tiny_module)).kernel.numpy()
@@ -143,7 +145,7 @@ def test_cli_prints_report_and_the_version_path_last(sample_dataset, tmp_path, c
     assert code == 0
     version_dir = Path(out[-1])
     assert version_dir.parent == models / contract.DEFAULT_MODEL_NAME
-    assert contract.list_versions(version_dir.parent) == [int(version_dir.name)]
+    assert LocalModelStore(version_dir.parent).versions() == [int(version_dir.name)]
     assert any(line.startswith("test: accuracy") for line in out)
     assert "skipped 1 unusable file(s) (see warnings above)" in out
     report = json.loads((version_dir / contract.ASSETS_EXTRA_DIR / contract.REPORT_FILE).read_text())
@@ -170,31 +172,51 @@ def test_cli_bad_data_is_a_clear_error_and_publishes_nothing(tmp_path, capsys):
     assert not (tmp_path / "m" / contract.DEFAULT_MODEL_NAME).exists()
 
 
+def test_training_returns_a_sealed_staged_export_and_publishes_nothing(sample_dataset, tmp_path):
+    result = train(settings_for(sample_dataset, tmp_path, "scratch", image_size=16, epochs=1))
+    store = open_model(tmp_path)
+    assert store.versions() == []
+    [staged] = store.staged()
+    assert staged.path == result.staged and staged.sealed
+    store.check_sealed(result.staged)
+    assert result.held_out and {label for _, label in result.held_out} == set(result.labels)
+
+
 def test_a_failed_export_leaves_nothing_behind(sample_dataset, tmp_path):
     # A warmup count of the wrong type makes the run fail after the SavedModel is written.
     settings = settings_for(sample_dataset, tmp_path, "scratch", image_size=16, epochs=1)
     settings.warmup_records = "many"
     with pytest.raises(TypeError):
         train(settings)
-    base = contract.model_base_path(tmp_path)
-    assert contract.list_versions(base) == [] and contract.list_staged(base) == []
+    store = open_model(tmp_path)
+    assert store.versions() == [] and store.staged() == []
 
 
 def test_an_export_killed_midway_leaves_no_numeric_folder(sample_dataset, tmp_path):
-    base = contract.model_base_path(tmp_path / "models")
+    store = open_model(tmp_path / "models")
     command = [sys.executable, "-m", "imgclf", "train", "--data", str(sample_dataset), "--module", "scratch",
                "--models", str(tmp_path / "models"), "--image-size", "16", "--epochs", "1", "--progress", "0",
                "--log-dir", str(tmp_path / "logs")]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while not contract.list_staged(base) and process.poll() is None and time.monotonic() < deadline:
+        while not store.staged() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
-        staged = contract.list_staged(base)
+        staged = store.staged()
         process.send_signal(signal.SIGKILL)
         process.wait()
     finally:
         if process.poll() is None:
             process.kill()
     assert staged, "the trainer finished or failed before it began to export"
-    assert contract.list_versions(base) == []
+    assert store.versions() == []
+    [left] = store.staged()
+    if not left.sealed:   # killed before its last write (nearly always: the export takes seconds)
+        assert cli_publish(tmp_path / "models", left.path) == 1   # never published, even with FORCE
+        assert store.versions() == []
+
+
+def cli_publish(models, staged) -> int:
+    from imgclf.rollout import cli as rollout_cli
+
+    return rollout_cli.main(["--models", str(models), "--staged", str(staged), "--force"], command="publish")

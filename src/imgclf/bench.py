@@ -18,9 +18,7 @@ numbers are context only. Writes OUTPUT_DIR/bench.json and OUTPUT_DIR/bench.png 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import io
 import json
 import os
 import platform
@@ -32,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgclf import contract
+from imgclf.data_folders import iter_image_files
+from imgclf.model_store import open_model
 from imgclf.settings import SCRATCH_MODULE, BenchSettings, DrillSettings, TrainSettings, add_settings_flags
 
 JSON_FILE, CHART_FILE = "bench.json", "bench.png"
@@ -164,13 +164,12 @@ def measure_training(inputs: Inputs, epochs: int, workdir: Path) -> dict:
 
 def train_served_model(inputs: Inputs, epochs: int, workdir: Path):
     """A published version through the product's own `train` (gate and all), for serving."""
-    from imgclf.trainer.pipeline import train
+    from imgclf.rollout.training import train_and_publish
 
     settings = TrainSettings(data=str(inputs.train_dir), module=inputs.module, image_size=inputs.image_size,
                              epochs=epochs, models=str(workdir / "models"), progress=False,
                              cache_dir=str(workdir / "train-cache"), log_dir=str(workdir / "logs"))
-    with contextlib.redirect_stdout(io.StringIO()):    # its report; the bench prints its own
-        return train(settings)
+    return train_and_publish(settings)
 
 
 # --- 2. serving throughput ---------------------------------------------------------------------
@@ -212,7 +211,7 @@ def measure_serving(trained, serving_dir: Path, count: int, sweep: list[tuple], 
 
     tree = link_tree(serving_dir, workdir / "serving-images", count)
     warm_tree = link_tree(serving_dir, workdir / "warmup-images", 2 * sweep[0][1])
-    files = list(contract.iter_image_files(tree))
+    files = list(iter_image_files(tree))
     batch_sizes = sorted({batch for _, batch, _ in sweep})
     note(f"  in-process: batches of {batch_sizes}, {' or '.join(map(str, IN_PROCESS_CALLERS))} callers")
     in_process = in_process_throughput(trained.version_dir, files,
@@ -263,19 +262,21 @@ def measure_client_memory(counts: list[int], workdir: Path) -> dict:
     only decodes the images (a marker model), so that many files take seconds."""
     from imgclf.client.benchmark import memory_by_file_count
     from imgclf.rollout.markers import write_marker_model
-    from imgclf.rollout.publish import publish, stage_dir
     from imgclf.sample_data import write_sample_dataset
     from imgclf.serving import LocalServer
 
     small_pages = write_sample_dataset(workdir / "small-pages", per_class=20, size=(48, 64), seed=5)
-    base = contract.model_base_path(workdir / "marker-models")
-    publish(write_marker_model(stage_dir(base), 1), base)
+    store = open_model(workdir / "marker-models")
+    base = Path(store.location)
+    staged = write_marker_model(store.stage(), 1)
+    store.seal(staged)
+    store.publish(staged)
     with LocalServer(base, contract.DEFAULT_MODEL_NAME) as server:
         rows = memory_by_file_count(small_pages, server.rest_url, contract.DEFAULT_MODEL_NAME, counts,
                                     MEMORY_BATCH, MEMORY_CONCURRENCY)
     if any(row["exit"] != 0 for row in rows):
         raise RuntimeError(f"imgclf validate failed: {rows}")
-    file_bytes = [p.stat().st_size for p in contract.iter_image_files(small_pages)]
+    file_bytes = [p.stat().st_size for p in iter_image_files(small_pages)]
     first, last = rows[0], rows[-1]
     growth = (last["peak_rss_mib"] - first["peak_rss_mib"]) * 2**20 / max(1, last["files"] - first["files"])
     return {"runs": rows, "file_bytes": statistics.mean(file_bytes), "batch": MEMORY_BATCH,
@@ -423,7 +424,7 @@ def run_bench(settings: BenchSettings) -> dict:
         inputs = resolve_inputs(settings, workdir)
         results["inputs"] = {"train_dir": str(inputs.train_dir), "serving_dir": str(inputs.serving_dir),
                              "module": inputs.module, "image_size": inputs.image_size}
-        pages = list(contract.iter_image_files(inputs.serving_dir))
+        pages = list(iter_image_files(inputs.serving_dir))
         if not pages:
             raise ValueError(f"no {'/'.join(contract.IMAGE_EXTENSIONS)} files under {inputs.serving_dir}")
         sample = pages[:: max(1, len(pages) // BYTES_SAMPLE_PAGES)][:BYTES_SAMPLE_PAGES]

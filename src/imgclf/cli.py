@@ -7,7 +7,7 @@ import importlib
 import sys
 
 COMMANDS = {
-    "train": ("imgclf.trainer.cli", "train a classifier on class folders and publish a version"),
+    "train": ("imgclf.rollout.training", "train a classifier on class folders, gate and publish a version"),
     "serve": ("imgclf.serve", "run the local TensorFlow-Serving-compatible server (or compose serving)"),
     "validate": ("imgclf.client.cli", "send a folder of images to the server and report"),
     "demo": ("imgclf.demo", "sample data, train, serve, validate: the whole loop offline"),
@@ -16,11 +16,13 @@ COMMANDS = {
     "pin": ("imgclf.rollout.cli", "serve one version (stable/canary labels)"),
     "unpin": ("imgclf.rollout.cli", "go back to serving the highest version"),
     "status": ("imgclf.rollout.cli", "versions on disk and what the server says of them"),
+    "clean-staged": ("imgclf.rollout.cli", "remove staged folders left by killed or refused runs"),
     "drill": ("imgclf.rollout.drill", "publish and roll back under load; count failures"),
     "bench": ("imgclf.bench", "measure bytes, throughput, training speed-up, rollout, memory"),
     "abuse": ("imgclf.abuse", "a good client's latency while the local server is under attack"),
     "e2e": ("imgclf.e2e", "the Docker Compose stack end to end on a Docker engine"),
     "run": ("imgclf.runner", "train or validate through Docker Compose, or locally (RUNNER)"),
+    "k8s-check": ("imgclf.kube", "render the Kubernetes manifests and check them offline"),
 }
 
 

@@ -12,7 +12,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 # --- model -------------------------------------------------------------------------------------
 DEFAULT_MODEL_NAME = "image_classifier"
@@ -48,6 +48,10 @@ _VERSION_RE = re.compile(r"^[0-9]+$")
 STAGING_PREFIX = ".staging-"     # a model being written or waiting for the promotion gate
 RETIRED_PREFIX = ".retired-"     # a version taken out of service by rollback; nothing is deleted
 PUBLISH_LOCK_FILE = ".publish.lock"   # in the base path: two publishers never take one number
+SAVED_MODEL_FILE = "saved_model.pb"   # a folder without it is no model, whatever else it holds
+# assets.extra/: written last when an export is complete (the files and their sizes); a staged
+# folder without it, or whose files no longer match it, is never published.
+SEAL_FILE = "export_complete.json"
 
 
 class ContractError(ValueError):
@@ -75,32 +79,15 @@ def validate_model_name(model_name: str) -> str:
     return model_name
 
 
-def list_versions(base_path: str | os.PathLike) -> list[int]:
-    """Published versions in a model's base path, ascending. A missing base path has none."""
-    return sorted(version for version, _ in _folders_named(base_path, parse_version))
-
-
-def _folders_named(base_path: str | os.PathLike, parse) -> Iterator[tuple[object, Path]]:
-    """(parse(name), path) for each sub-folder whose name parse() accepts (returns non-None)."""
-    try:
-        entries = list(os.scandir(base_path))
-    except FileNotFoundError:
-        return
-    for entry in entries:
-        parsed = parse(entry.name)
-        if parsed is not None and entry.is_dir():
-            yield parsed, Path(entry.path)
-
-
 def version_path(base_path: str | os.PathLike, version: int) -> Path:
     return Path(base_path) / str(int(version))
 
 
-def next_version(base_path: str | os.PathLike, now: float | None = None) -> int:
-    """Unix epoch seconds, raised to one more than every version present (retired ones included,
-    so that a rolled-back number is never reused for a different model)."""
+def next_version(taken: Iterable[int], now: float | None = None) -> int:
+    """Unix epoch seconds, raised to one more than every number taken (the store passes published
+    and retired ones, so that a rolled-back number is never reused for a different model)."""
     candidate = int(time.time() if now is None else now)
-    taken = list_versions(base_path) + [v for v, _ in list_retired(base_path)]
+    taken = list(taken)
     if taken:
         candidate = max(candidate, max(taken) + 1)
     return candidate
@@ -124,13 +111,8 @@ def parse_retired(folder_name: str) -> int | None:
     return parse_version(head)
 
 
-def list_retired(base_path: str | os.PathLike) -> list[tuple[int, Path]]:
-    return sorted(_folders_named(base_path, parse_retired))
-
-
-def list_staged(base_path: str | os.PathLike) -> list[Path]:
-    staged = _folders_named(base_path, lambda name: name if name.startswith(STAGING_PREFIX) else None)
-    return sorted(path for _, path in staged)
+def is_staging_name(folder_name: str) -> bool:
+    return folder_name.startswith(STAGING_PREFIX)
 
 
 # --- labels ------------------------------------------------------------------------------------
@@ -164,15 +146,6 @@ def parse_labels_file(text: str) -> list[str]:
 def is_image_file(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
 
-
-def iter_image_files(root: str | os.PathLike) -> Iterator[Path]:
-    """Image files under root, recursively, in a stable order, without listing everything first."""
-    root = Path(root)
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if is_image_file(name) and not name.startswith("."):
-                yield Path(dirpath) / name
 
 
 # --- REST wire format --------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from imgclf import contract
+from imgclf.model_store import open_model
 from imgclf.settings import SCRATCH_MODULE, DemoSettings, ValidateSettings
 
 
@@ -47,12 +48,13 @@ def write_pages(settings: DemoSettings, workdir: Path) -> tuple[Path, Path]:
 
 def run_demo(settings: DemoSettings) -> int:
     from imgclf.client.validate import EXIT_UNREACHABLE, run_validation
-    from imgclf.trainer import cli as trainer_cli
+    from imgclf.rollout import training
 
     started = time.monotonic()
     workdir = Path(settings.workdir)
     models_dir = workdir / "models"
-    base_path = contract.model_base_path(models_dir)
+    store = open_model(models_dir)
+    base_path = Path(store.location)
 
     step(1, f"sample pages in {workdir / 'pages'}")
     train_dir, held_out_dir = write_pages(settings, workdir)
@@ -63,8 +65,8 @@ def run_demo(settings: DemoSettings) -> int:
     if settings.image_size:
         train_args += ["--image-size", str(settings.image_size)]
     step(2, "train and publish: imgclf train " + " ".join(train_args))
-    code = trainer_cli.main(train_args, command="train")
-    if code != 0 or not contract.list_versions(base_path):
+    code = training.main(train_args, command="train")
+    if code != 0 or not store.versions():
         print(f"imgclf demo: training failed (exit {code}); see the messages above", file=sys.stderr)
         return code or 1
 
@@ -74,7 +76,7 @@ def run_demo(settings: DemoSettings) -> int:
     try:
         with LocalServer(base_path, contract.DEFAULT_MODEL_NAME) as server:
             print(f"REST {server.rest_url}   gRPC {server.grpc_target}   "
-                  f"version {contract.list_versions(base_path)[-1]} AVAILABLE", flush=True)
+                  f"version {store.latest()} AVAILABLE", flush=True)
             validate = ValidateSettings(dir=str(held_out_dir), server=server.rest_url,
                                         grpc_server=server.grpc_target, protocol=settings.protocol,
                                         output=str(workdir / "results.csv"))

@@ -28,6 +28,7 @@ from pathlib import Path
 
 
 from imgclf import contract, stack
+from imgclf.model_store import open_model
 from imgclf.model_status import StatusError, fetch_model_status
 from imgclf.settings import StackSettings
 
@@ -158,14 +159,14 @@ def prepare_folders(work: Path, settings: StackSettings) -> dict[str, str]:
 def train(project: ComposeProject, settings: StackSettings, seed: int, *extra: str) -> int:
     """Trains in the trainer container; returns the version it published (read from the models
     folder: the container's stdout and stderr arrive interleaved)."""
-    base_path = contract.model_base_path(project.env["MODELS"], project.env["MODEL_NAME"])
-    before = max(contract.list_versions(base_path), default=0)
+    store = open_model(project.env["MODELS"], project.env["MODEL_NAME"])
+    before = store.latest() or 0
     project.check("run", "--rm", "trainer", "--module", "scratch", "--epochs", str(settings.epochs),
                   "--image-size", str(settings.image_size), "--seed", str(seed),
                   "--progress", "0", *extra, timeout=settings.timeout * 3)
-    version = max(contract.list_versions(base_path), default=0)
+    version = store.latest() or 0
     if version <= before:
-        raise E2EFailure(f"the trainer exited 0 but published no new version in {base_path}")
+        raise E2EFailure(f"the trainer exited 0 but published no new version in {store.location}")
     return version
 
 
@@ -264,7 +265,7 @@ def train_and_watch_rollout(project: ComposeProject, settings: StackSettings, re
     """Trains the next version while watching the models folder and the server, to time the
     training up to the publish and the rollout from the publish until the new version serves alone."""
     model = project.env["MODEL_NAME"]
-    base_path = contract.model_base_path(project.env["MODELS"], model)
+    store = open_model(project.env["MODELS"], model)
     outcome: dict = {}
 
     def train_next() -> None:
@@ -282,7 +283,7 @@ def train_and_watch_rollout(project: ComposeProject, settings: StackSettings, re
     published_at = None
     deadline = started + settings.timeout * 4
     while time.monotonic() < deadline and "error" not in outcome:
-        newest = max(contract.list_versions(base_path), default=old)
+        newest = max(store.versions(), default=old)
         if published_at is None and newest > old:
             published_at = time.monotonic()
             stack.say_to_stderr(f"-- rollout (version {newest} published)")

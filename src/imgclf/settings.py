@@ -179,7 +179,7 @@ class DemoSettings:
 
 @dataclass
 class RolloutSettings:
-    """`make publish|rollback|pin|unpin|status`."""
+    """`make publish|rollback|pin|unpin|status|clean-staged`."""
 
     models: str = "./models"                 # MODELS
     model_name: str = contract.DEFAULT_MODEL_NAME   # MODEL_NAME
@@ -195,6 +195,10 @@ class RolloutSettings:
     canary: int | None = None                # CANARY: pin also serves this version, labelled canary
     wait: float = 60.0                       # WAIT: seconds pin waits for versions/labels to be served
     docker_service: str = "serving"          # DOCKER_SERVICE: compose service whose health status shows
+    older_than: float = 3600.0               # OLDER_THAN: clean-staged removes staged folders unchanged
+                                             #   this many seconds (an export being written changes)
+    sealed: bool = False                     # SEALED: clean-staged also removes complete exports the
+                                             #   gate refused (else only those killed runs left)
 
 
 @dataclass

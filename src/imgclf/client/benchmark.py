@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from imgclf import contract
+from imgclf.data_folders import iter_image_files
 from imgclf.client.validate import Run
 from imgclf.settings import ValidateSettings
 
@@ -46,7 +47,7 @@ def measure(images: Path, rest_url: str, grpc_target: str, protocol: str, batch:
 def link_tree(source: Path, target: Path, count: int) -> Path:
     """`count` symbolic links to source's images, cycling, in class folders like the source's.
     Links point at absolute paths: a relative one would be read from the link's own folder."""
-    originals = list(contract.iter_image_files(source))
+    originals = list(iter_image_files(source))
     for index, original in zip(range(count), itertools.cycle(originals)):
         folder = target / original.parent.relative_to(source)
         folder.mkdir(parents=True, exist_ok=True)

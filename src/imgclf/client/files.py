@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
-from imgclf import contract
+from imgclf.data_folders import iter_image_files
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -27,7 +27,7 @@ def iter_batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
 
 def count_image_files(root: str | os.PathLike) -> int:
     """How many files iter_image_files will yield (one directory walk; nothing kept)."""
-    return sum(1 for _ in contract.iter_image_files(root))
+    return sum(1 for _ in iter_image_files(root))
 
 
 def true_label(path: Path, root: Path) -> str | None:

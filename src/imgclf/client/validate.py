@@ -24,6 +24,7 @@ from imgclf.client.base import (
 from imgclf.client.metrics import RunMetrics
 from imgclf.client.output import ResultWriter, check_output_path, open_writer
 from imgclf.client.report import format_report
+from imgclf.data_folders import iter_image_files
 from imgclf.settings import ValidateSettings
 
 EXIT_OK = 0
@@ -173,7 +174,7 @@ class Run:
         bar = tqdm(total=total, unit="img", file=self.stderr, disable=not self._progress_wanted(),
                    dynamic_ncols=True)
         self.metrics = RunMetrics()
-        batches = files.iter_batches(contract.iter_image_files(self.root), settings.batch)
+        batches = files.iter_batches(iter_image_files(self.root), settings.batch)
         outcomes = files.ordered_bounded_map(
             lambda paths: predict_batch(client, self.root, paths), batches, settings.concurrency)
         interrupted = False

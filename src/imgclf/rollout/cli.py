@@ -1,4 +1,5 @@
-"""`imgclf publish | rollback | pin | unpin | status`: thin commands over the rollout functions.
+"""`imgclf publish | rollback | pin | unpin | status | clean-staged`: thin commands over the rollout
+functions.
 
 Every command takes --models and --model-name like `imgclf train`, and works the same whether the
 official tensorflow/serving image or the local server serves the base path. Exit status: 0 done,
@@ -13,7 +14,7 @@ import os
 import posixpath
 import sys
 
-from imgclf import contract
+from imgclf import contract, model_store
 from imgclf.settings import RolloutSettings
 
 DEFAULTS = RolloutSettings()
@@ -50,6 +51,12 @@ def _parser(command: str) -> argparse.ArgumentParser:
                             help="seconds to wait for the server to serve the versions and labels")
     if command in ("pin", "status"):
         parser.add_argument("--server", default=DEFAULTS.server, help="the server's REST endpoint")
+    if command == "clean-staged":
+        parser.add_argument("--older-than", type=float, default=DEFAULTS.older_than,
+                            help="remove staged folders unchanged for this many seconds (a running "
+                                 "export keeps changing its folder)")
+        parser.add_argument("--sealed", action="store_true", default=DEFAULTS.sealed,
+                            help="also remove complete exports the gate refused")
     if command == "status":
         parser.add_argument("--docker-service", default=DEFAULTS.docker_service,
                             help="compose service whose container health to show ('' = skip Docker)")
@@ -61,24 +68,15 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr)
 
 
-def _only_staged(base) -> str:
-    from imgclf.rollout.publish import PublishError
+def run_publish(args, store) -> int:
+    from imgclf.rollout.gate import recorded_held_out
+    from imgclf.rollout.publish import GateRefused, only_staged, promote
 
-    staged = contract.list_staged(base)
-    if len(staged) != 1:
-        found = "\n  ".join(map(str, staged)) or "(none)"
-        raise PublishError(f"choose the folder to publish with --staged / STAGED=; staged in {base}:\n  {found}")
-    return str(staged[0])
-
-
-def run_publish(args, base) -> int:
-    from imgclf.rollout.gate import GateRefused, promote, recorded_held_out
-
-    staged = args.staged or _only_staged(base)
+    staged = args.staged or only_staged(store)
     held_out, note = recorded_held_out(staged)
     _say(note)
     try:
-        version = promote(staged, base, held_out, args.tolerance, args.force,
+        version = promote(store, staged, held_out, args.tolerance, args.force,
                           validate_dir=args.validate or None, say=_say)
     except GateRefused as refused:
         _say(f"imgclf publish: refused: {refused}")
@@ -87,13 +85,12 @@ def run_publish(args, base) -> int:
     return 0
 
 
-def run_rollback(args, base) -> int:
+def run_rollback(args, store) -> int:
+    from imgclf.rollout.pinning import pinned_versions, read_models_config
     from imgclf.rollout.publish import rollback
 
-    from imgclf.rollout.pinning import pinned_versions, read_models_config
-
-    version, retired = rollback(base, allow_last=args.force)
-    remaining = contract.list_versions(base)
+    version, retired = rollback(store, allow_last=args.force)
+    remaining = store.versions()
     _say(f"rolled back version {version} to {retired} (nothing deleted); "
          f"the server falls back to {remaining[-1] if remaining else 'nothing'}")
     pinned = pinned_versions(read_models_config(args.models_config), args.model_name)
@@ -103,27 +100,40 @@ def run_rollback(args, base) -> int:
     return 0
 
 
+def run_clean_staged(args, store) -> int:
+    from imgclf.rollout.publish import clean_staged
+
+    for staged in clean_staged(store, args.older_than, include_sealed=args.sealed):
+        _say(f"removed {staged.path} ({'sealed' if staged.sealed else 'incomplete'}, "
+             f"unchanged for {staged.age():.0f} s)")
+    for staged in store.staged():
+        why = (f"changed {staged.age():.0f} s ago, less than --older-than {args.older_than:g} s"
+               if staged.age() < args.older_than else "sealed: a candidate the gate refused (--sealed removes it)")
+        _say(f"kept {staged.path}: {why}")
+    return 0
+
+
 def serving_base_path(args) -> str:
     """The base path as the server sees it: written into the model config."""
     return posixpath.join(args.serving_models or os.path.abspath(args.models), args.model_name)
 
 
-def run_pin(args, base) -> int:
+def run_pin(args, store) -> int:
     from imgclf.rollout.pinning import pin
 
-    pin(args.models_config, args.model_name, base, serving_base_path(args), args.version, args.canary,
+    pin(args.models_config, args.model_name, store, serving_base_path(args), args.version, args.canary,
         server=args.server, wait=args.wait, say=_say)
     return 0
 
 
-def run_unpin(args, base) -> int:
+def run_unpin(args, store) -> int:
     from imgclf.rollout.pinning import unpin
 
     unpin(args.models_config, args.model_name, serving_base_path(args), say=_say)
     return 0
 
 
-def run_status(args, base) -> int:
+def run_status(args, store) -> int:
     from imgclf.rollout.status import as_json, gather, render
 
     status = gather(args.models, args.model_name, args.server, args.models_config, args.docker_service)
@@ -132,18 +142,16 @@ def run_status(args, base) -> int:
 
 
 COMMANDS = {"publish": run_publish, "rollback": run_rollback, "pin": run_pin, "unpin": run_unpin,
-            "status": run_status}
+            "status": run_status, "clean-staged": run_clean_staged}
 
 
 def main(argv: list[str], command: str) -> int:
+    from imgclf.data_folders import DataError
     from imgclf.rollout.pinning import PinError
-    from imgclf.rollout.publish import PublishError
-    from imgclf.trainer.data import DataError
 
     args = _parser(command).parse_args(argv)
     try:
-        base = contract.model_base_path(args.models, args.model_name)
-        return COMMANDS[command](args, base)
-    except (contract.ContractError, DataError, PublishError, PinError) as error:
+        return COMMANDS[command](args, model_store.open_model(args.models, args.model_name))
+    except (contract.ContractError, DataError, model_store.StoreError, PinError) as error:
         _say(f"imgclf {command}: {error}")
         return 1

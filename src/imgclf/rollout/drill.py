@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from imgclf import contract
 from imgclf.client.metrics import latency_percentiles
+from imgclf.model_store import ModelStore, open_store
 from imgclf.rollout.markers import DEFAULT_LABELS, marker_of, write_marker_model
 from imgclf.settings import DrillSettings, add_settings_flags
 
@@ -234,21 +235,22 @@ def format_figures(figures: Figures) -> str:
 
 
 # --- the drill ---------------------------------------------------------------------------------
-def stage_markers(base_path: Path, count: int, warmup: list[bytes], carry: str = "") -> list[Path]:
-    """Marker models 1..count, staged (invisible to the server) before any traffic starts, so
-    that building them does not weigh on the latencies measured."""
-    from imgclf.rollout.publish import stage_dir
-
+def stage_markers(store: ModelStore, count: int, warmup: list[bytes], carry: str = "") -> list[Path]:
+    """Marker models 1..count, staged and sealed (invisible to the server) before any traffic
+    starts, so that building them does not weigh on the latencies measured."""
     labels = DEFAULT_LABELS
     if carry:
         labels = contract.parse_labels_file(
             (Path(carry) / contract.ASSETS_DIR / contract.LABELS_FILE).read_text())
-    return [write_marker_model(stage_dir(base_path), index, labels, warmup_images=warmup, carry=carry or None)
-            for index in tqdm(range(1, count + 1), desc="marker models", unit="model", disable=None)]
+    staged = []
+    for index in tqdm(range(1, count + 1), desc="marker models", unit="model", disable=None):
+        staged.append(write_marker_model(store.stage(), index, labels, warmup_images=warmup, carry=carry or None))
+        store.seal(staged[-1])
+    return staged
 
 
 def run_drill(settings: DrillSettings, say=print) -> Figures:
-    from imgclf.rollout.publish import publish, rollback
+    from imgclf.rollout.publish import rollback
     from imgclf.serving.process import LocalServer
 
     if settings.clients < 1:
@@ -260,13 +262,14 @@ def run_drill(settings: DrillSettings, say=print) -> Figures:
     with tempfile.TemporaryDirectory(prefix="imgclf-drill-") as scratch:
         models = Path(settings.workdir or scratch)
         base = contract.model_base_path(models, MODEL_NAME)
-        if base.exists() and any(base.iterdir()):
+        store = open_store(base)
+        if store.versions() or store.retired() or store.staged():
             raise DrillError(f"{base} is not empty: the drill needs a base path of its own")
         image = sample_image()
         say(f"building {settings.publishes + 1} marker models in {base}"
             + (f", each carrying {settings.model}" if settings.model else ""))
-        first, *staged = stage_markers(base, settings.publishes + 1, warmup=[image], carry=settings.model)
-        version_of_marker = {1: publish(first, base)}
+        first, *staged = stage_markers(store, settings.publishes + 1, warmup=[image], carry=settings.model)
+        version_of_marker = {1: store.publish(first)}
         marker_of_version = {version_of_marker[1]: 1}
 
         with LocalServer(base, MODEL_NAME, poll_seconds=settings.poll_seconds) as server:
@@ -288,14 +291,14 @@ def run_drill(settings: DrillSettings, say=print) -> Figures:
 
                 for marker, folder in enumerate(staged, start=2):
                     at = time.monotonic()
-                    version = publish(folder, base)
+                    version = store.publish(folder)
                     version_of_marker[marker] = version
                     marker_of_version[version] = marker
                     observe("publish", version, marker, at)
                 for _ in range(settings.rollbacks):
                     at = time.monotonic()
-                    version, _ = rollback(base)
-                    observe("rollback", version, marker_of_version[contract.list_versions(base)[-1]], at)
+                    version, _ = rollback(store)
+                    observe("rollback", version, marker_of_version[store.latest()], at)
                 time.sleep(settings.steady_seconds)
             duration = time.monotonic() - started
         return compute_figures(traffic.snapshot(), changes, version_of_marker, duration)

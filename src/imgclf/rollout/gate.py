@@ -1,32 +1,28 @@
-"""The promotion gate: a staged model is published only if it loads, answers its own warmup
+"""The promotion gate: a staged model may be published only if it loads, answers its own warmup
 requests, and is not worse than the version being served now by more than a tolerance.
 
 Both models are measured here, on the same held-out examples, the way the server will call them:
-raw file bytes into the `serving_default` signature. A refused candidate stays staged so that it can
-be inspected (or published anyway with force).
+raw file bytes into the `serving_default` signature. The gate only judges: imgclf.rollout.publish
+acts on its decision. Only a refusal for accuracy may be overridden (FORCE); a candidate that does
+not load or answer would fail in the server just the same.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from tqdm import tqdm
 
 from imgclf import contract
-from imgclf.rollout.publish import PublishError, check_stageable, publish
-from imgclf.trainer.data import find_class_folders, split_of
+from imgclf.data_folders import find_class_folders, split_of
+from imgclf.model_store import ModelStore
 
 Example = tuple[Path, str]     # an image file and its true label
 BATCH_SIZE = 16
-
-
-class GateRefused(PublishError):
-    """The candidate may not be published; the message says why. It is still staged."""
 
 
 @dataclass
@@ -58,6 +54,7 @@ class Decision:
     current_version: int | None
     tolerance: float
     refused_because: str = ""          # empty when the candidate may be published
+    overridable: bool = False          # only an accuracy refusal: FORCE may publish it anyway
 
     @property
     def refused(self) -> bool:
@@ -188,6 +185,7 @@ def judge(candidate: Evaluation, current: Evaluation | None, current_version: in
         decision.refused_because = f"the candidate {candidate.path} does not answer ({candidate.error})"
     elif (current is not None and current.answered and candidate.accuracy is not None
           and current.accuracy is not None and candidate.accuracy < current.accuracy - tolerance):
+        decision.overridable = True
         decision.refused_because = (
             f"the candidate's accuracy {candidate.accuracy:.4f} is worse than version "
             f"{current_version}'s {current.accuracy:.4f} by more than the tolerance {tolerance:g} "
@@ -223,38 +221,13 @@ def describe(decision: Decision) -> list[str]:
     return lines
 
 
-def check(staged: str | os.PathLike, base_path: str | os.PathLike, examples: Sequence[Example],
+def check(staged: str | os.PathLike, store: ModelStore, examples: Sequence[Example],
           tolerance: float) -> Decision:
     """Measures the candidate and the highest published version on the same examples."""
     examples = list(examples)
     candidate = evaluate(staged, examples, desc="candidate")
-    versions = contract.list_versions(base_path)
-    current_version = versions[-1] if versions else None
+    current_version = store.latest()
     current = None
     if current_version is not None:
-        current = evaluate(contract.version_path(base_path, current_version), examples,
-                           desc=f"version {current_version}")
+        current = evaluate(store.version_path(current_version), examples, desc=f"version {current_version}")
     return judge(candidate, current, current_version, tolerance)
-
-
-def promote(staged: str | os.PathLike, base_path: str | os.PathLike, examples: Sequence[Example],
-            tolerance: float, force: bool, validate_dir: str | os.PathLike | None = None,
-            say: Callable[[str], None] | None = None) -> int:
-    """Gates a staged model and publishes it as the next version; returns the version.
-
-    Raises GateRefused (the model stays staged) unless force is set."""
-    say = say or (lambda text: print(text, file=sys.stderr))
-    Path(base_path).mkdir(parents=True, exist_ok=True)
-    check_stageable(Path(staged), Path(base_path))   # fail before the costly measuring
-    examples = list(examples) + (labelled_examples(validate_dir) if validate_dir else [])
-    decision = check(staged, base_path, examples, tolerance)
-    for text in describe(decision):
-        say(text)
-    if decision.refused:
-        if not force:
-            raise GateRefused(f"{decision.refused_because}; it stays staged at {staged} "
-                              f"(publish anyway with --force / FORCE=1)")
-        say("  publishing anyway: --force")
-    version = publish(staged, base_path)
-    say(f"published {Path(staged).name} as version {version} in {base_path}")
-    return version

@@ -24,6 +24,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from imgclf import contract
 from imgclf.model_status import ModelNotAvailable, ServerUnreachable, fetch_model_status
+from imgclf.model_store import ModelStore
 
 STABLE_LABEL = "stable"
 CANARY_LABEL = "canary"
@@ -116,17 +117,16 @@ def available_versions(server: str, model_name: str, timeout: float = 5.0) -> se
         return None
 
 
-def pin(config_path: str | os.PathLike, model_name: str, base_path: str | os.PathLike,
-        serving_base_path: str, stable: int, canary: int | None = None, server: str = "",
+def pin(config_path: str | os.PathLike, model_name: str, store: ModelStore, serving_base_path: str, stable: int, canary: int | None = None, server: str = "",
         wait: float = 60.0, say: Callable[[str], None] = print) -> dict[str, int]:
     """Serves `stable` (and `canary`) only, labelled; returns the labels written."""
     labels = {STABLE_LABEL: int(stable)}
     if canary is not None:
         labels[CANARY_LABEL] = int(canary)
-    on_disk = contract.list_versions(base_path)
+    on_disk = store.versions()
     for label, version in labels.items():
         if version not in on_disk:
-            raise PinError(f"{label} version {version} is not published in {base_path} "
+            raise PinError(f"{label} version {version} is not published in {store.location} "
                            f"(published: {on_disk or 'none'})")
 
     config = read_models_config(config_path)

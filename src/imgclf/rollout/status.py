@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from imgclf import contract
+from imgclf import contract, model_store
 from imgclf.model_status import ModelNotAvailable, ServerUnreachable, fetch_model_status
 from imgclf.rollout.pinning import labels_of, pinned_versions, read_models_config
 
@@ -26,6 +26,8 @@ class Row:
     state: str = ""                   # what the server reports: AVAILABLE, LOADING, END, ...
     error: str = ""
     labels: list[str] = field(default_factory=list)
+    sealed: bool | None = None        # staged: was the export completed (None: not staged)
+    unchanged_seconds: float | None = None   # staged: since anything in it last changed
 
 
 @dataclass
@@ -91,10 +93,12 @@ def serving_containers(service: str) -> list[dict]:
 
 def gather(models_dir: str | os.PathLike, model_name: str, server: str, models_config: str | os.PathLike,
            docker_service: str = "") -> Status:
-    base = contract.model_base_path(models_dir, model_name)
-    rows = [Row(contract.version_path(base, v), PUBLISHED, v) for v in contract.list_versions(base)]
-    rows += [Row(path, RETIRED, v) for v, path in contract.list_retired(base)]
-    rows += [Row(path, STAGED, None) for path in contract.list_staged(base)]
+    store = model_store.open_model(models_dir, model_name)
+    base = Path(store.location)
+    rows = [Row(store.version_path(v), PUBLISHED, v) for v in store.versions()]
+    rows += [Row(path, RETIRED, v) for v, path in store.retired()]
+    rows += [Row(s.path, STAGED, None, sealed=s.sealed, unchanged_seconds=round(s.age(), 1))
+             for s in store.staged()]
     for row in rows:
         row.accuracy = recorded_accuracy(row.folder)
     status = Status(model_name, base, rows, server)
@@ -114,7 +118,7 @@ def gather(models_dir: str | os.PathLike, model_name: str, server: str, models_c
     for version, (state, error) in reported.items():
         row = next((r for r in rows if r.version == version and r.on_disk != STAGED), None)
         if row is None:   # the server knows a version no longer on disk (e.g. its folder is gone)
-            row = Row(contract.version_path(base, version), "missing", version)
+            row = Row(store.version_path(version), "missing", version)
             rows.append(row)
         row.state, row.error = state, error
 
@@ -139,7 +143,7 @@ def render(status: Status) -> str:
             row.state or "-",
             ",".join(sorted(row.labels)) or "-",
             "-" if row.accuracy is None else f"{row.accuracy:.4f}",
-            row.error or row.folder.name,
+            row.error or row.folder.name + staged_note(row),
         ))
     widths = [max(len(r[i]) for r in table) for i in range(len(header) - 1)]
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in table]
@@ -154,6 +158,23 @@ def render(status: Status) -> str:
     for c in status.containers:
         lines.append(f"docker: {c['name']} ({c['image']}) {c['status']}, health {c['health']}")
     return "\n".join(lines)
+
+
+def staged_note(row: Row) -> str:
+    """For a staged folder: complete or not, and for how long nothing changed in it."""
+    if row.on_disk != STAGED:
+        return ""
+    age = _duration(row.unchanged_seconds or 0.0)
+    if row.sealed:
+        return f" (complete, not published: `make publish STAGED=…`; unchanged {age})"
+    return f" (incomplete: being written, or left by a killed run; unchanged {age}; `make clean-staged`)"
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def as_json(status: Status) -> dict:

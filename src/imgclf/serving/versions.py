@@ -1,8 +1,8 @@
 """Which versions of each model are served, and how they change: TF Serving's file-system source,
 availability-preserving policy, version labels and status monitor, in one small class per model.
 
-Every `--file_system_poll_wait_seconds` each model's base path is listed (numeric folders only, via
-imgclf.contract); the version policy picks the aspired versions; new ones are loaded and warmed up
+Every `--file_system_poll_wait_seconds` each model's base path is listed through the model store
+(imgclf.model_store: numeric folders only); the version policy picks the aspired versions; new ones are loaded and warmed up
 on the poller thread while the current ones keep serving; the table of servable versions is then
 replaced in one assignment, so a request that already holds a version finishes on it. A version
 that fails to load ends in END with its error and the previous one keeps serving.
@@ -11,14 +11,13 @@ that fails to load ends in END with its error and the previous one keeps serving
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from tensorflow_serving.apis import get_model_status_pb2
 
-from imgclf import contract
+from imgclf.model_store import open_store
 from imgclf.serving.config import ModelSpecConfig
 from imgclf.serving.errors import from_exception, invalid_argument, not_found
 
@@ -99,7 +98,7 @@ class ModelVersions:
         """One cycle: list the base path, load what is aspired and new, unload what is not."""
         with self._poll_lock:
             spec = self._spec
-            on_disk = contract.list_versions(spec.base_path)
+            on_disk = open_store(spec.base_path).versions()
             self._log_missing(spec, on_disk)
             aspired = spec.policy.choose(on_disk)
             with self._lock:
@@ -133,7 +132,7 @@ class ModelVersions:
             self._load(max(new), spec)
 
     def _load(self, version: int, spec: ModelSpecConfig) -> None:
-        path = contract.version_path(spec.base_path, version)
+        path = open_store(spec.base_path).version_path(version)
         self._set_state(version, VersionState(START))
         self._set_state(version, VersionState(LOADING))
         log.info("Loading servable version {name: %s version: %d} from %s", spec.name, version, path)
@@ -191,21 +190,8 @@ class ModelVersions:
 
 
 def folder_fingerprint(spec: ModelSpecConfig, version: int) -> tuple:
-    """Names, sizes and mtimes of a version folder's top-level files and variables/."""
-    root = contract.version_path(spec.base_path, version)
-    marks = []
-    for folder in (root, root / "variables"):
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                info = entry.stat()
-            except OSError:
-                continue
-            marks.append((folder.name, entry.name, info.st_size, info.st_mtime_ns))
-    return tuple(marks)
+    """What the store says of a version folder's files: changes when they change."""
+    return open_store(spec.base_path).fingerprint(version)
 
 
 class ServerCore:

@@ -1,5 +1,6 @@
-"""`imgclf train`: every TrainSettings field is a flag of the same name (`--learning-rate`), so the
-Makefile's variables map one to one. The last line on stdout is the published version's folder."""
+"""The flags of `imgclf train`: every TrainSettings field is a flag of the same name
+(`--learning-rate`), so the Makefile's variables map one to one. The command itself (train, then
+the promotion gate, then publish) is imgclf.rollout.training: the trainer does not publish."""
 
 from __future__ import annotations
 
@@ -31,30 +32,11 @@ def settings_problem(settings: TrainSettings) -> str | None:
     return None
 
 
-def main(argv: list[str], command: str = "train") -> int:
-    arguments = build_parser(command).parse_args(argv)
-    settings = TrainSettings(**vars(arguments))
-    problem = settings_problem(settings)
-    if problem:
-        print(f"imgclf {command}: {problem}", file=sys.stderr)
-        return 2
+def configure_logging() -> None:
+    """Warnings (skipped files) and the trainer's own progress notes on stderr; no noise."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
     logging.getLogger("imgclf").setLevel(logging.INFO)
     # A head batch on cached features takes ~2 ms, so Keras calls any progress bar "slow"; noise.
     logging.getLogger("tensorflow").addFilter(
         lambda record: "is slow compared to the batch time" not in record.getMessage())
-    from imgclf.contract import ContractError
-    from imgclf.rollout.publish import PublishError
-    from imgclf.trainer.backbone import ModuleError
-    from imgclf.trainer.data import DataError
-    from imgclf.trainer.pipeline import train
-
-    try:
-        result = train(settings)
-    except (DataError, ModuleError, ContractError, PublishError) as error:
-        # The gate's refusal (a PublishError) says itself where the staged model waits.
-        print(f"imgclf {command}: error: {error}", file=sys.stderr)
-        return 1
-    print(result.version_dir, flush=True)
-    return 0

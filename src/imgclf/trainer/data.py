@@ -8,7 +8,6 @@ a class left without training images is an error before any training starts.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,15 +15,14 @@ from pathlib import Path
 from typing import Callable
 
 from imgclf import contract
+# Class folders and splits are read the same way by the promotion gate: they live at the bottom.
+from imgclf.data_folders import DataError, find_class_folders, split_of
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
-_BUCKETS = 10_000   # split by hundredths of a percent
-
-
-class DataError(ValueError):
-    """Data that cannot be trained on; the message names the folder or class."""
+__all__ = ["DataError", "Dataset", "Example", "SPLITS", "check_trainable", "discover", "find_class_folders",
+           "split_of"]
 
 
 @dataclass(frozen=True)
@@ -52,29 +50,6 @@ class Dataset:
         }
         return {"per_split": per_split, "skipped": len(self.skipped),
                 "skipped_files": [{"file": str(p), "reason": why} for p, why in self.skipped]}
-
-
-def split_of(file_name: str, validation_percent: float, test_percent: float) -> str:
-    """The split a file belongs to, from a hash of its name alone (stable as the data grows)."""
-    if validation_percent < 0 or test_percent < 0 or validation_percent + test_percent >= 100:
-        raise DataError(f"validation_percent={validation_percent} and test_percent={test_percent}: "
-                        "each must be >= 0 and together below 100")
-    bucket = int(hashlib.sha1(file_name.encode("utf-8")).hexdigest(), 16) % _BUCKETS
-    percent = bucket * 100 / _BUCKETS
-    if percent < validation_percent:
-        return "validation"
-    if percent < validation_percent + test_percent:
-        return "test"
-    return "train"
-
-
-def find_class_folders(data_dir: str | Path) -> dict[str, list[Path]]:
-    """{class name: its image files}, for every sub-folder of data_dir (hidden ones aside)."""
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise DataError(f"{root}: no such folder (expected one sub-folder of images per class)")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    return {folder.name: list(contract.iter_image_files(folder)) for folder in folders}
 
 
 def discover(data_dir: str | Path, validation_percent: float, test_percent: float,

@@ -1,10 +1,10 @@
 """One training run, start to finish: data -> features -> head (-> fine-tuning) -> report ->
-export into a staging folder -> publish (through the promotion gate when it is there)."""
+export into a staging folder of the model store, sealed. Publishing is not the trainer's business:
+`imgclf train` (imgclf.rollout.training) takes the staged export through the promotion gate."""
 
 from __future__ import annotations
 
 import logging
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -15,8 +15,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from imgclf import contract, images, settings as settings_module
-from imgclf.rollout import publish as publishing
+from imgclf import contract, images, model_store, settings as settings_module
 from imgclf.settings import TrainSettings
 from imgclf.trainer import export, model, report
 from imgclf.trainer.backbone import Backbone, load_backbone
@@ -28,12 +27,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainResult:
-    version: int
-    version_dir: Path
+    """A sealed export, staged in the model store (invisible to servers until published)."""
+
+    staged: Path
     base_path: Path
     labels: list[str]
     report: dict
     metadata: dict
+    held_out: list[tuple[Path, str]]   # (file, label): the split the promotion gate measures on
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Trained:
 
 
 def train(settings: TrainSettings) -> TrainResult:
+    """Trains, then exports into a new staging folder of the model store and seals it."""
     started = time.perf_counter()
     keras.utils.set_random_seed(settings.seed)
     backbone = load_backbone(settings.module, settings.image_size, trainable=settings.fine_tune,
@@ -59,23 +61,22 @@ def train(settings: TrainSettings) -> TrainResult:
     log_dir = run_log_dir(settings)
     trained = fit_classifier(dataset, backbone, options, cache, settings, log_dir)
     run_report = build_report(dataset, trained)
-    print(report.format_report(run_report), flush=True)
 
     base_path = contract.model_base_path(settings.models, settings.model_name)
     metadata = training_metadata(settings, backbone, options, dataset, trained, run_report,
                                  seconds=time.perf_counter() - started)
-    print(timing_summary(metadata["timing"], len(dataset.examples)), flush=True)
-    staged = publishing.stage_dir(base_path)
+    store = model_store.open_store(base_path)
+    staged = store.stage()
     try:
         write_version(staged, trained, options, dataset, run_report, metadata, settings)
+        store.seal(staged)
     except BaseException:
         # Nothing half-written stays behind; the folder was never visible to a server anyway.
-        shutil.rmtree(staged, ignore_errors=True)
+        store.discard(staged)
         raise
-    # A complete model that the gate refuses stays staged, for `make publish FORCE=1` to overrule.
-    version = publish_staged(staged, base_path, dataset, settings)
-    version_dir = contract.version_path(base_path, version)
-    return TrainResult(version, version_dir, base_path, dataset.labels, run_report, metadata)
+    held_out = dataset.split("test") or dataset.split("validation")
+    return TrainResult(staged, base_path, dataset.labels, run_report, metadata,
+                       [(e.path, dataset.labels[e.label_index]) for e in held_out])
 
 
 def feature_cache_dir(settings: TrainSettings) -> Path:
@@ -211,19 +212,10 @@ def warmup_files(dataset: Dataset, count: int) -> list[Path]:
     return chosen
 
 
-def publish_staged(staged: Path, base_path: Path, dataset: Dataset, settings: TrainSettings) -> int:
-    """Through the promotion gate when the rollout package has one, else a plain publish."""
-    promote = getattr(publishing, "promote", None)
-    if promote is None:
-        return publishing.publish(staged, base_path)
-    held_out = dataset.split("test") or dataset.split("validation")
-    tolerance = settings.tolerance if settings.tolerance is not None else settings_module.RolloutSettings().tolerance
-    return promote(staged, base_path, examples=[(e.path, dataset.labels[e.label_index]) for e in held_out],
-                   tolerance=tolerance, force=settings.force, validate_dir=settings.validate or None)
-
-
-def timing_summary(timing: dict, images_count: int) -> str:
+def timing_summary(metadata: dict) -> str:
     """One line on where the time went: the epoch-time ratio the feature cache buys."""
+    timing = metadata["timing"]
+    images_count = sum(sum(per_class.values()) for per_class in metadata["counts"]["per_split"].values())
     parts = []
     if timing["features_seconds"] is not None:
         parts.append(f"features of {images_count} images {timing['features_seconds']:.1f} s")
