@@ -11,12 +11,13 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 flag   = $(if $($(1)),$(2) $($(1)))
 switch = $(if $(filter 1 true yes,$($(1))),$(2))
 
-.PHONY: help venv test train serve validate demo publish rollback pin unpin status clean-staged drill bench e2e clean \
+.PHONY: help venv test train serve validate pages demo publish rollback pin unpin status clean-staged drill bench abuse e2e clean \
   k8s-check
 
 help:
-	@echo "make test | demo | train DATA=dir | serve | validate DIR=dir | status | publish | rollback"
-	@echo "     pin VERSION=v | unpin | clean-staged | drill | bench | e2e      (variables: see README.md)"
+	@echo "make test | demo | train DATA=dir | serve | validate DIR=dir | pages PDFS=dir OUT=dir"
+	@echo "     status | publish | rollback"
+	@echo "     pin VERSION=v | unpin | clean-staged | drill | bench | abuse | e2e      (variables: see README.md)"
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -40,7 +41,8 @@ TRAIN_FLAGS = $(call flag,DATA,--data) $(call flag,MODULE,--module) \
   $(call flag,DROPOUT,--dropout) $(call flag,LABEL_SMOOTHING,--label-smoothing) $(call flag,PATIENCE,--patience) \
   $(call flag,MIN_DELTA,--min-delta) \
   $(call flag,FINE_TUNE_EPOCHS,--fine-tune-epochs) $(call flag,FINE_TUNE_LEARNING_RATE,--fine-tune-learning-rate) \
-  $(call flag,VALIDATE,--validate) $(call flag,TOLERANCE,--tolerance) $(call switch,FORCE,--force)
+  $(call flag,VALIDATE,--validate) $(call flag,TOLERANCE,--tolerance) $(call switch,FORCE,--force) \
+  $(call flag,PDF_RENDERER,--pdf-renderer) $(call flag,PDF_CACHE,--pdf-cache)
 
 train: $(STAMP)
 	@test -n "$(DATA)" || { echo "usage: make train DATA=dir  (one sub-folder of images per class)"; exit 2; }
@@ -58,11 +60,21 @@ VALIDATE_FLAGS = $(call flag,SERVER,--server) $(call flag,GRPC_SERVER,--grpc-ser
   $(call flag,VERSION,--version) $(call flag,LABEL,--label) $(call flag,BATCH,--batch) \
   $(call flag,CONCURRENCY,--concurrency) $(call flag,OUTPUT,--output) \
   $(call flag,MIN_ACCURACY,--min-accuracy) $(call flag,WAIT,--wait) $(call switch,ALL,--all) \
-  $(call flag,TIMEOUT,--timeout) $(call flag,RETRIES,--retries) $(call switch,PROGRESS,--progress)
+  $(call flag,TIMEOUT,--timeout) $(call flag,RETRIES,--retries) $(call switch,PROGRESS,--progress) \
+  $(call flag,PDF_RENDERER,--pdf-renderer) $(call flag,PDF_CACHE,--pdf-cache)
 
 validate: $(STAMP)
 	@test -n "$(DIR)" || { echo "usage: make validate DIR=dir"; exit 2; }
 	$(IMGCLF) run $(call flag,RUNNER,--runner) validate $(DIR) $(VALIDATE_FLAGS)
+
+PAGES_FLAGS = $(call flag,RENDERER,--renderer) $(call flag,BLANK_BYTES,--blank-bytes) \
+  $(call flag,WORKERS,--workers) $(call flag,TIMEOUT,--timeout) $(call flag,MAX_PAGES,--max-pages) \
+  $(call flag,MAX_PAGE_INCHES,--max-page-inches) $(call flag,MEMORY_MB,--memory-mb) \
+  $(call flag,PROGRESS,--progress) $(call flag,LOG_EVERY,--log-every)
+
+pages: $(STAMP)
+	@test -n "$(PDFS)" -a -n "$(OUT)" || { echo "usage: make pages PDFS=dir OUT=dir  (see docs/pdfs.md)"; exit 2; }
+	$(IMGCLF) pages --pdfs $(PDFS) --out $(OUT) $(PAGES_FLAGS)
 
 demo: $(STAMP)
 	$(IMGCLF) demo $(call flag,DEMO_DIR,--workdir) $(call flag,PROTOCOL,--protocol)
@@ -95,6 +107,10 @@ drill: $(STAMP)
 bench: $(STAMP)
 	$(IMGCLF) bench $(call switch,QUICK,--quick) $(call flag,MODULE,--module) $(call flag,DATA,--data) \
 	  $(call flag,EPOCHS,--epochs) $(call flag,BENCH_DIR,--output-dir)
+abuse: $(STAMP)
+	$(IMGCLF) abuse $(call flag,MODEL,--model) $(call flag,SERVER,--server) $(call flag,SECONDS,--seconds) \
+	  $(call flag,IDLE,--idle) $(call flag,HALF_SENT,--half-sent) $(call flag,SLOW_BODIES,--slow-bodies) \
+	  $(call flag,OVERSIZED_THREADS,--oversized-threads) $(call flag,OUTPUT,--output)
 e2e: $(STAMP)
 	$(IMGCLF) e2e $(call switch,KEEP,--keep)
 

@@ -39,6 +39,7 @@ CONFUSION_MATRIX_PNG = "confusion_matrix.png"    # assets.extra/
 
 # --- images --------------------------------------------------------------------------------------
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")     # training files, matched in any letter case
+PDF_EXTENSIONS = (".pdf",)                       # classified by their first page (imgclf.pdf)
 # The exported graph refuses, before decoding, an image with more pixels than this (read from its
 # header), in training and in serving. 40 MP holds a 600-dpi A4 scan (7016 x 4961 = 35 MP) and a
 # 40-megapixel photo; decoded as floats such an image is already ~0.5 GB.
@@ -147,8 +148,8 @@ def parse_labels_file(text: str) -> list[str]:
 
 
 # --- image files -------------------------------------------------------------------------------
-def is_image_file(path: str | os.PathLike) -> bool:
-    return str(path).lower().endswith(IMAGE_EXTENSIONS)
+def is_image_file(path: str | os.PathLike, with_pdfs: bool = False) -> bool:
+    return str(path).lower().endswith(IMAGE_EXTENSIONS + (PDF_EXTENSIONS if with_pdfs else ()))
 
 
 

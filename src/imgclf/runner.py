@@ -62,7 +62,8 @@ def writable_folder(path: Path, what: str, inside: tuple[str, ...] = ()) -> str:
 
 def train_invocation(argv: list[str]) -> Invocation:
     paths = argparse.ArgumentParser(prog="imgclf train", add_help=False)
-    for flag in ("--data", "--models", "--module", "--cache-dir", "--log-dir", "--validate", "--model-name"):
+    for flag in ("--data", "--models", "--module", "--cache-dir", "--log-dir", "--validate", "--model-name",
+                 "--pdf-cache"):
         paths.add_argument(flag)
     known, rest = paths.parse_known_args(argv)
     if not known.data:
@@ -79,7 +80,7 @@ def train_invocation(argv: list[str]) -> Invocation:
         invocation.mount(known.module, "/module", "--module")
     elif known.module:
         invocation.flags += ["--module", known.module]   # a TF Hub handle, a URL or "scratch"
-    for flag, inside in (("cache_dir", "/cache"), ("log_dir", "/logs")):
+    for flag, inside in (("cache_dir", "/cache"), ("log_dir", "/logs"), ("pdf_cache", "/pdf-cache")):
         if getattr(known, flag):
             folder_user = writable_folder(Path(getattr(known, flag)), flag.upper())
             if folder_user != user:
@@ -97,9 +98,13 @@ def validate_invocation(argv: list[str]) -> Invocation:
     paths.add_argument("dir")
     paths.add_argument("--output")
     paths.add_argument("--model-name")
+    paths.add_argument("--pdf-cache")
     known, rest = paths.parse_known_args(argv)
     invocation = Invocation()
     invocation.variables["DIR"] = str(Path(known.dir).resolve())
+    if known.pdf_cache:   # rendered pages outlive the container
+        Path(known.pdf_cache).mkdir(parents=True, exist_ok=True)
+        invocation.mount(known.pdf_cache, "/pdf-cache", "--pdf-cache", read_only=False)
     if known.model_name:
         invocation.variables["MODEL_NAME"] = contract.validate_model_name(known.model_name)
     if known.output:

@@ -16,6 +16,9 @@ from imgclf import contract
 # A good ImageNet feature-vector module for users with internet. It fixes 224x224 RGB in [0, 1].
 DEFAULT_HUB_MODULE = "https://tfhub.dev/tensorflow/efficientnet/lite0/feature-vector/2"
 SCRATCH_MODULE = "scratch"   # the small built-in backbone trained from scratch (offline fallback)
+# How PDFs become page images everywhere (make pages, train, validate): Ghostscript + ImageMagick 6,
+# the original tool's own programs (docs/pdfs.md has the measurements behind the choice).
+DEFAULT_PDF_RENDERER = "imagemagick"
 
 
 @dataclass
@@ -54,6 +57,8 @@ class TrainSettings:
     validate: str = ""                   # VALIDATE: extra held-out folder for the promotion gate
     tolerance: float | None = None       # TOLERANCE: for the gate; None = RolloutSettings.tolerance
     force: bool = False                  # FORCE: publish even when the gate refuses
+    pdf_renderer: str = DEFAULT_PDF_RENDERER   # PDF_RENDERER: how PDFs in DATA become pages
+    pdf_cache: str = ""                  # PDF_CACHE: rendered pages; "" = <models>/.cache/pages
 
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
@@ -70,8 +75,8 @@ def _optional(kind):
     return lambda text: None if text.strip().lower() in ("", "none") else kind(text)
 
 
-_FLAG_TYPES = {"str": str, "int": int, "float": float,
-               "float | None": _optional(float), "int | None": _optional(int)}
+_FLAG_TYPES = {"str": str, "int": int, "float": float, "float | None": _optional(float),
+               "int | None": _optional(int), "bool | None": _optional(parse_bool)}
 
 
 def add_settings_flags(parser: argparse.ArgumentParser, settings_class, helps: dict[str, str] | None = None,
@@ -124,6 +129,29 @@ class ServeSettings:
 
 
 @dataclass
+class ServerLimits:
+    """The local server's limits: flags of `imgclf serve` (named as below, tensorflow_model_server
+    style; the real server has no such flags unless said), with safe defaults. Memory and
+    latency figures behind them: docs/serving.md and docs/security.md."""
+
+    rest_api_max_connections: int = 16384          # connections held at once; when full, the longest
+                                                   #   idle one is closed to make room
+    rest_api_idle_timeout_in_ms: int = 30000       # request headers, and keep-alive between requests
+    rest_api_body_timeout_in_ms: int = 60000       # a request body, from its headers to its last byte
+    rest_api_max_body_bytes: int = 64 << 20        # larger bodies: 413
+    rest_api_max_buffered_bytes: int = 512 << 20   # request bodies held in memory at once: else 503
+    max_instances_per_request: int = 256           # REST instances / gRPC first dimension: else 400
+    model_max_concurrent_requests: int = 0         # requests running a model at once; 0 = one per CPU
+    model_max_queued_requests: int = 64            # more waiting for the model: else 503 UNAVAILABLE
+    model_run_batch_size: int = 8                  # most examples per model call: larger requests run
+                                                   #   in slices, which bounds the memory a burst leaves
+    grpc_max_receive_message_bytes: int = 64 << 20  # larger messages: RESOURCE_EXHAUSTED
+    grpc_max_concurrent_rpcs: int = 256            # calls running or queued: else RESOURCE_EXHAUSTED
+    reload_model_roots: str = ""                   # extra folders (comma-separated) that the reload
+                                                   #   RPC may point base paths into; "/" = anywhere
+
+
+@dataclass
 class ValidateSettings:
     """`make validate` / `imgclf validate`: the client."""
 
@@ -143,6 +171,27 @@ class ValidateSettings:
     timeout: float = 30.0                    # TIMEOUT: per request, seconds
     retries: int = 5                         # RETRIES: on connection errors and 503/UNAVAILABLE
     progress: bool | None = None             # PROGRESS: None = when stderr is a terminal
+    pdf_renderer: str = DEFAULT_PDF_RENDERER   # PDF_RENDERER: how PDFs in DIR become pages
+    pdf_cache: str = ""                      # PDF_CACHE: rendered pages; "" = ~/.cache/imgclf/pages
+
+
+@dataclass
+class PagesSettings:
+    """`make pages` / `imgclf pages`: page 1 of every PDF under PDFS -> OUT/<folder>/<sha1>.jpg.
+    The limits also hold for the PDFs that `make train` and `make validate` render."""
+
+    pdfs: str = ""                           # PDFS: folder of PDFs, searched recursively
+    out: str = ""                            # OUT: images go to OUT/<same sub-folder>/<sha1 of the PDF>.jpg
+    renderer: str = DEFAULT_PDF_RENDERER     # RENDERER: imagemagick (Ghostscript + ImageMagick 6) | pdfium
+    blank_bytes: int = 3000                  # BLANK_BYTES: a page whose JPEG is smaller is blank, dropped
+                                             #   (the original's rule); 0 keeps every page
+    workers: int = 0                         # WORKERS: rendering processes; 0 = one per core
+    timeout: float = 120.0                   # TIMEOUT: seconds one PDF may take; then its worker is killed
+    max_pages: int = 100_000                 # MAX_PAGES: PDFs with more pages are refused (0 = no limit)
+    max_page_inches: float = 100.0           # MAX_PAGE_INCHES: page 1's longer side (0 = no limit)
+    memory_mb: int = 2048                    # MEMORY_MB: address space of each worker and its programs
+    progress: bool | None = None             # PROGRESS: bar on a terminal; else a line per LOG_EVERY files
+    log_every: int = 500                     # LOG_EVERY
 
 
 @dataclass
@@ -212,6 +261,21 @@ class StackSettings:
     image_size: int = 96                     # IMAGE_SIZE: the e2e trains the scratch backbone small
     timeout: float = 300.0                   # TIMEOUT: seconds any one wait of the e2e may take
     keep: bool = False                       # KEEP: leave the e2e's work folder (data, models, logs)
+
+
+@dataclass
+class AbuseSettings:
+    """`make abuse` / `imgclf abuse`: a good client's latency and success while the local server
+    is attacked, as ratios to a quiet server."""
+
+    model: str = ""                          # MODEL: a version folder to serve ("" = a marker model)
+    server: str = ""                         # SERVER: a running server on this machine ("" = start one)
+    seconds: float = 10.0                    # SECONDS: good-client traffic per measurement
+    idle: int = 10000                        # IDLE: idle connections held open
+    half_sent: int = 10000                   # HALF_SENT: connections that never finish their headers
+    slow_bodies: int = 1000                  # SLOW_BODIES: connections sending a body byte by byte
+    oversized_threads: int = 2               # OVERSIZED_THREADS: threads sending oversized requests
+    output: str = ""                         # OUTPUT: also write the figures as JSON here
 
 
 @dataclass

@@ -25,9 +25,9 @@ def iter_batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-def count_image_files(root: str | os.PathLike) -> int:
+def count_image_files(root: str | os.PathLike, with_pdfs: bool = False) -> int:
     """How many files iter_image_files will yield (one directory walk; nothing kept)."""
-    return sum(1 for _ in iter_image_files(root))
+    return sum(1 for _ in iter_image_files(root, with_pdfs=with_pdfs))
 
 
 def true_label(path: Path, root: Path) -> str | None:

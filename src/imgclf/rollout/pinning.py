@@ -23,8 +23,7 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from imgclf import contract
-from imgclf.client.base import ModelNotAvailable, ServerUnreachable
-from imgclf.client.rest import fetch_model_status
+from imgclf.model_status import ModelNotAvailable, ServerUnreachable, fetch_model_status
 from imgclf.model_store import ModelStore
 
 STABLE_LABEL = "stable"
