@@ -11,13 +11,13 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # <COMMAND>_FLAGS: generated from src/imgclf/settings.py (`make settings`), one flag per setting.
 include settings.mk
 
-.PHONY: help settings venv test train serve validate pages demo publish rollback pin unpin status clean-staged drill bench e2e clean \
+.PHONY: help settings venv test train serve validate pages demo publish rollback pin unpin status clean-staged drill bench abuse e2e clean \
   k8s-check
 
 help:
 	@echo "make test | demo | train DATA=dir | serve | validate DIR=dir | pages PDFS=dir OUT=dir"
 	@echo "     status | publish | rollback"
-	@echo "     pin VERSION=v | unpin | clean-staged | drill | bench | e2e      (variables: docs/settings.md)"
+	@echo "     pin VERSION=v | unpin | clean-staged | drill | bench | abuse | e2e      (variables: docs/settings.md)"
 
 # settings.mk and docs/settings.md from src/imgclf/settings.py (standard library only: no venv needed).
 settings:
@@ -69,6 +69,8 @@ drill: $(STAMP)
 	$(IMGCLF) drill $(DRILL_FLAGS)
 bench: $(STAMP)
 	$(IMGCLF) bench $(BENCH_FLAGS)
+abuse: $(STAMP)
+	$(IMGCLF) abuse $(ABUSE_FLAGS)
 e2e: $(STAMP)
 	$(IMGCLF) e2e $(E2E_FLAGS)
 

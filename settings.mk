@@ -158,6 +158,16 @@ BENCH_FLAGS = $(strip \
   $(call flag,MEMORY_FILES,--memory-files) \
   $(call flag,PUBLISHES,--publishes))
 
+ABUSE_FLAGS = $(strip \
+  $(call flag,MODEL,--model) \
+  $(call flag,SERVER,--server) \
+  $(call flag,SECONDS,--seconds) \
+  $(call flag,IDLE,--idle) \
+  $(call flag,HALF_SENT,--half-sent) \
+  $(call flag,SLOW_BODIES,--slow-bodies) \
+  $(call flag,OVERSIZED_THREADS,--oversized-threads) \
+  $(call flag,OUTPUT,--output))
+
 E2E_FLAGS = $(strip \
   $(call flag,BASE_IMAGE,--base-image) \
   $(call flag,SERVING_IMAGE,--serving-image) \

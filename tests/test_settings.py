@@ -18,14 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # Each command's real parser, as `imgclf <command>` builds it.
 PARSERS = {
     "train": ("imgclf.trainer.cli", "build_parser"),   # the flags imgclf.rollout.training parses
-    "serve": ("imgclf.serving.cli", "build_parser"),
+    "serve": ("imgclf.serve", "build_parser"),
     "validate": ("imgclf.client.cli", "build_parser"), "demo": ("imgclf.demo", "build_parser"),
     "pages": ("imgclf.pdf.cli", "build_parser"),
     "publish": ("imgclf.rollout.cli", "_parser"), "rollback": ("imgclf.rollout.cli", "_parser"),
     "pin": ("imgclf.rollout.cli", "_parser"), "unpin": ("imgclf.rollout.cli", "_parser"),
     "status": ("imgclf.rollout.cli", "_parser"), "clean-staged": ("imgclf.rollout.cli", "_parser"),
     "drill": ("imgclf.rollout.drill", "build_parser"),
-    "bench": ("imgclf.bench", "build_parser"), "e2e": ("imgclf.e2e", "build_parser"),
+    "bench": ("imgclf.bench", "build_parser"), "abuse": ("imgclf.abuse", "build_parser"), "e2e": ("imgclf.e2e", "build_parser"),
     "run": ("imgclf.runner", "build_parser"), "k8s-check": ("imgclf.kube", "build_parser"),
 }
 # Where a command's parser keeps a setting under another name (serve: tensorflow_model_server's).

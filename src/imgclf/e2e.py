@@ -29,9 +29,8 @@ from pathlib import Path
 
 from imgclf import contract, stack
 from imgclf.model_store import open_model
+from imgclf.model_status import StatusError, fetch_model_status
 from imgclf.polling import poll
-from imgclf.client.base import ClientError
-from imgclf.client.rest import fetch_model_status
 from imgclf.settings import StackSettings, add_settings_flags
 
 TRAFFIC_PASSES_AFTER_TAKEOVER = 2   # full passes over the validation images the new version answers
@@ -176,7 +175,7 @@ def version_states(rest_url: str, model_name: str) -> dict[int, str]:
     """Version -> state as the server reports them; empty while it does not answer."""
     try:
         return fetch_model_status(rest_url, model_name).states()
-    except ClientError:
+    except StatusError:
         return {}
 
 

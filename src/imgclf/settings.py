@@ -127,6 +127,30 @@ class ServeSettings:
 
 
 @dataclass
+class ServerLimits:
+    """The local server's limits: flags of `imgclf serve` (named as below, tensorflow_model_server
+    style; the real server has no such flags unless said), with safe defaults. Memory and
+    latency figures behind them: docs/serving.md and docs/security.md. serving/flags.py makes
+    them flags, with their help (LIMIT_HELP)."""
+
+    rest_api_max_connections: int = 16384          # connections held at once; when full, the longest
+                                                   #   idle one is closed to make room
+    rest_api_idle_timeout_in_ms: int = 30000       # request headers, and keep-alive between requests
+    rest_api_body_timeout_in_ms: int = 60000       # a request body, from its headers to its last byte
+    rest_api_max_body_bytes: int = 64 << 20        # larger bodies: 413
+    rest_api_max_buffered_bytes: int = 512 << 20   # request bodies held in memory at once: else 503
+    max_instances_per_request: int = 256           # REST instances / gRPC first dimension: else 400
+    model_max_concurrent_requests: int = 0         # requests running a model at once; 0 = one per CPU
+    model_max_queued_requests: int = 64            # more waiting for the model: else 503 UNAVAILABLE
+    model_run_batch_size: int = 8                  # most examples per model call: larger requests run
+                                                   #   in slices, which bounds the memory a burst leaves
+    grpc_max_receive_message_bytes: int = 64 << 20  # larger messages: RESOURCE_EXHAUSTED
+    grpc_max_concurrent_rpcs: int = 256            # calls running or queued: else RESOURCE_EXHAUSTED
+    reload_model_roots: str = ""                   # extra folders (comma-separated) that the reload
+                                                   #   RPC may point base paths into; "/" = anywhere
+
+
+@dataclass
 class ValidateSettings:
     """`make validate` / `imgclf validate`: the client."""
 
@@ -265,6 +289,22 @@ def bench_parts(text: str) -> str:
 
 
 @dataclass
+class AbuseSettings:
+    """`make abuse` / `imgclf abuse`: a good client's latency and success while the local server
+    is attacked, as ratios to a quiet server."""
+
+    model: str = setting("", "a version folder to serve ('' = a marker model that decodes each image)")
+    server: str = setting("", "a running server's REST URL on this machine instead of starting one "
+                          "('' = start one)")
+    seconds: float = setting(10.0, "seconds of good-client traffic per measurement")
+    idle: int = setting(10000, "idle connections held open (0 = skip)")
+    half_sent: int = setting(10000, "connections that never finish their request headers (0 = skip)")
+    slow_bodies: int = setting(1000, "connections sending a body a byte every few seconds (0 = skip)")
+    oversized_threads: int = setting(2, "threads sending oversized requests (0 = skip)")
+    output: str = setting("", "also write the figures as JSON to this file")
+
+
+@dataclass
 class BenchSettings:
     """`make bench` / `imgclf bench`: the product's figures, as ratios measured side by side."""
 
@@ -300,7 +340,7 @@ COMMANDS = {
     "pages": PagesSettings, "publish": RolloutSettings, "rollback": RolloutSettings, "pin": RolloutSettings,
     "unpin": RolloutSettings, "status": RolloutSettings, "clean-staged": RolloutSettings,
     "drill": DrillSettings,
-    "bench": BenchSettings, "e2e": StackSettings, "run": StackSettings, "k8s-check": KubeSettings,
+    "bench": BenchSettings, "abuse": AbuseSettings, "e2e": StackSettings, "run": StackSettings, "k8s-check": KubeSettings,
 }
 
 

@@ -3,9 +3,10 @@ one it talks through."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from imgclf import contract
+from imgclf import contract, model_status
+from imgclf.model_status import ModelStatus  # noqa: F401  (part of this module's interface)
 from imgclf.polling import poll
 
 
@@ -16,11 +17,11 @@ class ClientError(Exception):
     """A failure with a message meant for the user (printed without a traceback)."""
 
 
-class ServerUnreachable(ClientError):
+class ServerUnreachable(ClientError, model_status.ServerUnreachable):
     """No connection, or the server stayed UNAVAILABLE after every retry: the run cannot go on."""
 
 
-class ModelNotAvailable(ClientError):
+class ModelNotAvailable(ClientError, model_status.ModelNotAvailable):
     """The server answers but has no AVAILABLE version of the model (or version/label) asked for."""
 
 
@@ -56,37 +57,6 @@ class PredictReply:
     predictions: list[Prediction]
     version: int | None = None      # the version that answered, when the protocol says (gRPC does)
     request_bytes: int = 0          # size of the request on the wire (body / serialized message)
-
-
-@dataclass
-class ModelStatus:
-    """What the status API says: every version it knows, with its state and error message."""
-
-    versions: dict[int, tuple[str, str]] = field(default_factory=dict)   # version -> (state, error)
-
-    @classmethod
-    def from_rest(cls, body: dict) -> "ModelStatus":
-        """From the REST status reply, {"model_version_status": [{"version": "3", "state": ...}]}."""
-        status = cls()
-        for entry in body.get("model_version_status", []):
-            error = entry.get("status", {}).get("error_message", "")
-            status.versions[int(entry["version"])] = (entry.get("state", ""), error)
-        return status
-
-    def states(self) -> dict[int, str]:
-        return {version: state for version, (state, _) in self.versions.items()}
-
-    @property
-    def available(self) -> list[int]:
-        return sorted(v for v, (state, _) in self.versions.items() if state == "AVAILABLE")
-
-    def describe(self) -> str:
-        if not self.versions:
-            return "no versions"
-        parts = []
-        for version, (state, error) in sorted(self.versions.items()):
-            parts.append(f"version {version} {state}" + (f" ({error})" if error else ""))
-        return ", ".join(parts)
 
 
 def check_signature(inputs: set[str], outputs: set[str], where: str) -> None:

@@ -20,8 +20,9 @@ from typing import Callable
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from imgclf.client.base import ClientError, ModelNotAvailable, ServerUnreachable
-from imgclf.client.rest import RestClient, fetch_model_status
+from imgclf.client.base import ClientError
+from imgclf.client.rest import RestClient
+from imgclf.model_status import ModelNotAvailable, ServerUnreachable, fetch_model_status
 from imgclf.model_store import ModelStore
 from imgclf.polling import poll
 
