@@ -102,16 +102,22 @@ def validate_invocation(argv: list[str]) -> Invocation:
     known, rest = paths.parse_known_args(argv)
     invocation = Invocation()
     invocation.variables["DIR"] = str(Path(known.dir).resolve())
+    writers = set()   # the one non-root user the client writes its folders as
     if known.pdf_cache:   # rendered pages outlive the container
-        Path(known.pdf_cache).mkdir(parents=True, exist_ok=True)
+        writers.add(writable_folder(Path(known.pdf_cache), "PDF_CACHE"))
         invocation.mount(known.pdf_cache, "/pdf-cache", "--pdf-cache", read_only=False)
     if known.model_name:
         invocation.variables["MODEL_NAME"] = contract.validate_model_name(known.model_name)
     if known.output:
         folder = Path(known.output).resolve().parent
-        invocation.variables["IMGCLF_USER"] = writable_folder(folder, "OUTPUT's folder")
+        writers.add(writable_folder(folder, "OUTPUT's folder"))
         invocation.mounts += ["-v", f"{folder}:/output"]
         invocation.flags += ["--output", f"/output/{Path(known.output).name}"]
+    if len(writers) > 1:
+        raise stack.StackError(f"PDF_CACHE and OUTPUT's folder belong to different users ({', '.join(sorted(writers))}): "
+                               f"the client writes both as one user; give them one owner")
+    if writers:
+        invocation.variables["IMGCLF_USER"] = writers.pop()
     invocation.flags += rest
     return invocation
 

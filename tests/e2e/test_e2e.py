@@ -240,3 +240,13 @@ def test_traffic_report_counts_a_pass_without_summary_as_failed():
     traffic = traffic_report(log)
     assert (traffic.passes, traffic.failed_passes, traffic.requests, traffic.failed_requests) == (3, 2, 48, 1)
     assert traffic.versions[2].endswith("18 at the end")
+
+
+def test_runner_gives_the_client_the_owner_of_the_folders_it_writes(tmp_path):
+    pages, cache, output = tmp_path / "pages", tmp_path / "pdf-cache", tmp_path / "out" / "results.csv"
+    pages.mkdir()
+    invocation = runner.validate_invocation([str(pages), "--pdf-cache", str(cache), "--output", str(output)])
+    expected = f"{stack.IMAGE_UID}:{stack.IMAGE_UID}" if os.geteuid() == 0 else f"{os.getuid()}:{os.getgid()}"
+    assert invocation.variables["IMGCLF_USER"] == expected   # made here: never root-owned
+    assert cache.is_dir() and output.parent.is_dir()
+    assert invocation.flags == ["--pdf-cache", "/pdf-cache", "--output", "/output/results.csv"]

@@ -4,6 +4,7 @@ the tensorflow-serving-api protos, exactly as the real server's *_impl.cc do."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from imgclf.serving.versions import ServerCore
 from imgclf.serving.warmup import replay_warmup
 
 SIGNATURE_DEF_FIELD = "signature_def"
+log = logging.getLogger(__name__)
 
 
 def make_loader(batching: BatchingSettings | None = None, enable_warmup: bool = True, tags=("serve",),
@@ -28,15 +30,21 @@ def make_loader(batching: BatchingSettings | None = None, enable_warmup: bool = 
     """(name, version, path) -> a loaded, warmed-up servable (batching-wrapped when asked)."""
 
     def load(name: str, version: int, path):
+        started = time.monotonic()
         servable = Servable.load(name, version, path, tags=tags, run_batch_size=run_batch_size)
+        loaded = time.monotonic()
         if batching is not None:
             servable = BatchingServable(servable, batching)
+        records = 0
         if enable_warmup:
             try:
-                replay_warmup(servable, path)
+                records = replay_warmup(servable, path)
             except BaseException:
                 getattr(servable, "close", lambda: None)()   # a batching wrapper's threads
                 raise
+        # Where a swap's time goes (rename -> answering): both parts compete with serving for the cores.
+        log.info("Version %d of %s: loaded in %.2f s, %d warmup records replayed in %.2f s", version, name,
+                 loaded - started, records, time.monotonic() - loaded)
         return servable
 
     return load
