@@ -337,6 +337,7 @@ def run(client, settings: StackSettings, root: Path, work: Path) -> Summary:
                      REST_PORT=str(free_port()), GRPC_PORT=str(free_port()))
     rest_url = f"http://127.0.0.1:{variables['REST_PORT']}"
     project = ComposeProject(root, f"imgclf-e2e-{os.getpid()}", variables)
+    summary.facts.append(f"compose project: {project.name}")
     try:
         with summary.timed("train"):
             first = train(project, settings, 1)

@@ -127,8 +127,12 @@ def test_make_e2e_trains_serves_validates_and_rolls_out_without_a_failed_request
     assert traffic and int(traffic.group(1)) > 0, summary
     for phase in ("base image", "builds", "train", "first answer", "validate", "rollout"):
         assert phase in summary
-    leftovers = docker_engine.containers.list(all=True, filters={"label": "com.docker.compose.project"})
-    assert not [c.name for c in leftovers if c.labels["com.docker.compose.project"].startswith("imgclf-e2e-")]
+    # Its own project only: other e2e runs may share the engine.
+    project = re.search(r"compose project: (\S+)", summary)
+    assert project, summary
+    leftovers = docker_engine.containers.list(
+        all=True, filters={"label": f"com.docker.compose.project={project.group(1)}"})
+    assert not [c.name for c in leftovers]
 
 
 @pytest.fixture(scope="module")
