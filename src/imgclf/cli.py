@@ -6,9 +6,11 @@ from __future__ import annotations
 import importlib
 import sys
 
+from imgclf.tf_logging import quiet_tensorflow_logs
+
 COMMANDS = {
     "train": ("imgclf.rollout.training", "train a classifier on class folders, gate and publish a version"),
-    "serve": ("imgclf.serving.cli", "run the local TensorFlow-Serving-compatible server"),
+    "serve": ("imgclf.serve", "run the local TensorFlow-Serving-compatible server (or compose serving)"),
     "validate": ("imgclf.client.cli", "send a folder of images to the server and report"),
     "pages": ("imgclf.pdf.cli", "render page 1 of every PDF in a folder, as the original tool did"),
     "demo": ("imgclf.demo", "sample data, train, serve, validate: the whole loop offline"),
@@ -22,6 +24,7 @@ COMMANDS = {
     "pages-bench": ("imgclf.pages_bench", "how close each PDF renderer comes to the original's JPGs"),
     "evaluate": ("imgclf.evaluate", "how `train` does on sources or styles it never saw (held-out groups)"),
     "bench": ("imgclf.bench", "measure bytes, throughput, training speed-up, rollout, memory"),
+    "abuse": ("imgclf.abuse", "a good client's latency while the local server is under attack"),
     "e2e": ("imgclf.e2e", "the Docker Compose stack end to end on a Docker engine"),
     "run": ("imgclf.runner", "train or validate through Docker Compose, or locally (RUNNER)"),
     "k8s-check": ("imgclf.kube", "render the Kubernetes manifests and check them offline"),
@@ -44,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"imgclf: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    quiet_tensorflow_logs()   # before any command imports TensorFlow
     module = importlib.import_module(COMMANDS[command][0])
     return int(module.main(rest, command=command) or 0)
 

@@ -49,10 +49,12 @@ def open_document(data: bytes) -> pypdfium2.PdfDocument:
     try:
         return pypdfium2.PdfDocument(data)
     except pypdfium2.PdfiumError as error:
-        if error.err_code in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY):
+        # PDFium fails to load an empty page tree without setting an error code of its own: the
+        # code reported is then the previous failure's in this process. So "password" is believed
+        # only of a file that has an /Encrypt dictionary (a trailer or cross-reference stream
+        # entry, never compressed); corrupt and empty are told apart by Ghostscript.
+        if error.err_code in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY) and b"/Encrypt" in data:
             raise PageProblem("encrypted", "needs a password to open") from None
-        # PDFium fails to load an empty page tree too, without setting an error code of its own
-        # (the one reported is the previous failure's): corrupt and empty are told apart by Ghostscript.
         raise PageProblem("corrupt", "PDFium cannot load it (broken, or no pages)") from None
 
 

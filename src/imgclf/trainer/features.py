@@ -10,24 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
 
 from imgclf import images
+from imgclf.progress import Progress
 from imgclf.settings import TrainSettings
+from imgclf.tf_errors import tf_error_message
 from imgclf.trainer import inputs
 from imgclf.trainer.backbone import WHOLE, Backbone, FeatureParts
 from imgclf.trainer.data import Example
-
-log = logging.getLogger(__name__)
 
 _CACHE_FORMAT = 2   # bump when what a cached file holds changes (2: one folder per part)
 
@@ -89,24 +86,23 @@ class FileProbe:
             refused = images.refusal(error)
             if refused:
                 return digest, refused
-            first_line = (error.message or type(error).__name__).strip().splitlines()[0]
-            return digest, f"not a decodable image ({first_line})"
+            return digest, f"not a decodable image ({tf_error_message(error.message) or type(error).__name__})"
         return digest, None
 
 
 def compute_features(examples: Sequence[Example], backbone: Backbone, options: images.Preprocessing,
-                     cache: FeatureCache, batch_size: int, bars: bool | None = None,
+                     cache: FeatureCache, batch_size: int, progress: bool = False,
                      parallel_decodes: int = TrainSettings.decode_parallelism) -> np.ndarray:
     """Features [N, feature_dim] in the order of examples: every part of the backbone's, side by
-    side. bars: a progress bar (True), a log line per tenth of the images (False), or nothing."""
+    side. progress: shown per part (a bar on a terminal, a line per tenth in a log)."""
     if not examples:
         return np.zeros([0, backbone.feature_dim], np.float32)
-    return np.concatenate([part_features(examples, backbone, part, options, cache, batch_size, bars,
+    return np.concatenate([part_features(examples, backbone, part, options, cache, batch_size, progress,
                                          parallel_decodes) for part in backbone.parts], axis=1)
 
 
 def part_features(examples: Sequence[Example], backbone: Backbone, part: str, options: images.Preprocessing,
-                  cache: FeatureCache, batch_size: int, bars: bool | None = None,
+                  cache: FeatureCache, batch_size: int, progress: bool = False,
                   parallel_decodes: int = TrainSettings.decode_parallelism) -> np.ndarray:
     """One part's features [N, part_dim]; the backbone runs only on images not in the cache."""
     missing = {e.digest: e.path for e in examples if not cache.has(part, e.digest)}
@@ -118,38 +114,11 @@ def part_features(examples: Sequence[Example], backbone: Backbone, part: str, op
         # part and colour would be retraced for each and warned about.
         layer = FeatureParts(backbone.network, backbone.image_size, (part,))
         done = 0
-        with Progress(len(digests), f"features ({part})", bars) as progress:
+        with Progress(len(digests), f"features ({part})", "img", enabled=progress) as shown:
             for batch in batches:
                 vectors = layer(batch, training=False).numpy()
                 for digest, vector in zip(digests[done:done + len(vectors)], vectors):
                     cache.store(part, digest, vector)
                 done += len(vectors)
-                progress.update(len(vectors))
+                shown.update(len(vectors))
     return np.stack([cache.load(part, e.digest) for e in examples])
-
-
-class Progress:
-    """Counts images done: a tqdm bar on a terminal, else a log line at each tenth of the total."""
-
-    def __init__(self, total: int, what: str, bars: bool | None):
-        self.total, self.what, self.done, self.logged = total, what, 0, 0
-        self.bar = tqdm(total=total, desc=what, unit="img") if bars else None
-        self.quiet = bars is None
-        self.started = time.perf_counter()
-
-    def update(self, count: int) -> None:
-        self.done += count
-        if self.bar is not None:
-            self.bar.update(count)
-        elif not self.quiet and (self.done - self.logged >= self.total / 10 or self.done == self.total):
-            self.logged = self.done
-            seconds = time.perf_counter() - self.started
-            log.info("%s: %d/%d images, %.1f s (%.1f images/s)", self.what, self.done, self.total,
-                     seconds, self.done / seconds if seconds else 0.0)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()

@@ -64,8 +64,7 @@ class ImageSource:
 
 
 def fit_classifier(dataset: Dataset, backbone: Backbone, options: images.Preprocessing,
-                   cache: FeatureCache | None, settings: TrainSettings, log_dir: str | None,
-                   bars: bool | None = None) -> Trained:
+                   cache: FeatureCache | None, settings: TrainSettings, log_dir: str | None) -> Trained:
     """On cached features when the backbone is frozen and images are not augmented (a ridge head,
     or softmax heads one branch after the other); otherwise end to end on images. Fine-tuning then
     unfreezes the backbone; calibration last."""
@@ -73,12 +72,12 @@ def fit_classifier(dataset: Dataset, backbone: Backbone, options: images.Preproc
     features, features_seconds = None, None
     if cache is not None and not settings.augment:
         begun = time.perf_counter()
-        vectors = compute_features(dataset.examples, backbone, options, cache, settings.batch_size, bars,
+        vectors = compute_features(dataset.examples, backbone, options, cache, settings.batch_size, settings.progress,
                                    settings.decode_parallelism)
         features_seconds = time.perf_counter() - begun
         features = dict(zip((e.digest for e in dataset.examples), vectors))
         fit_head = fit_ridge_head if settings.head == "ridge" else fit_softmax_head
-        head, phases = fit_head(dataset, backbone, features, settings, log_dir, bars)
+        head, phases = fit_head(dataset, backbone, features, settings, log_dir)
         classifier = model.build_full_model(backbone, head)
     else:
         head, _ = model.build_classifier_head(backbone.feature_dim, backbone.layout_dim, len(dataset.labels),
@@ -86,10 +85,10 @@ def fit_classifier(dataset: Dataset, backbone: Backbone, options: images.Preproc
         classifier = model.build_full_model(backbone, head)
         phase = "end-to-end" if backbone.is_scratch else "head-on-images"
         phases = {phase: fit_phase(classifier, images_source, dataset, settings, log_dir, phase,
-                                   settings.learning_rate, settings.epochs, bars)}
+                                   settings.learning_rate, settings.epochs)}
     if settings.fine_tune and not backbone.is_scratch:
         phases["fine-tune"] = fit_phase(classifier, images_source, dataset, settings, log_dir, "fine-tune",
-                                        settings.fine_tune_learning_rate, settings.fine_tune_epochs, bars)
+                                        settings.fine_tune_learning_rate, settings.fine_tune_epochs)
         features = None     # the backbone moved: cached features no longer describe it
     trained = Trained(backbone, head, classifier, phases, features_seconds, features)
     if not settings.calibrate or any("scale" in figures for figures in phases.values()):
@@ -98,7 +97,7 @@ def fit_classifier(dataset: Dataset, backbone: Backbone, options: images.Preproc
 
 
 def fit_ridge_head(dataset: Dataset, backbone: Backbone, features: dict, settings: TrainSettings,
-                   log_dir: str | None, bars: bool | None) -> tuple[keras.Model, dict]:
+                   log_dir: str | None) -> tuple[keras.Model, dict]:
     """Each branch a ridge head. Its softmax temperature is fitted on the validation split's scores
     of a head fitted on the train split alone; the head itself is then fitted on train and
     validation together, since nothing stops early: 21% more images to learn from."""
@@ -125,18 +124,18 @@ def _ridge(source: FeatureSource, examples: list[Example], k: int, settings: Tra
 
 
 def fit_softmax_head(dataset: Dataset, backbone: Backbone, features: dict, settings: TrainSettings,
-                     log_dir: str | None, bars: bool | None) -> tuple[keras.Model, dict]:
+                     log_dir: str | None) -> tuple[keras.Model, dict]:
     """Dropout + softmax branches, each with its own early stopping."""
     head, branches = model.build_classifier_head(backbone.feature_dim, backbone.layout_dim, len(dataset.labels),
                                                  settings.dropout, settings.seed, settings.layout_weight)
     phases = {branch.name: fit_phase(branch.model, FeatureSource(features, branch.columns), dataset, settings,
-                                     log_dir, branch.name, settings.learning_rate, settings.epochs, bars)
+                                     log_dir, branch.name, settings.learning_rate, settings.epochs)
               for branch in branches}
     return head, phases
 
 
 def fit_phase(network: keras.Model, source, dataset: Dataset, settings: TrainSettings, log_dir: str | None,
-              phase: str, learning_rate: float, epochs: int, bars: bool | None) -> dict:
+              phase: str, learning_rate: float, epochs: int) -> dict:
     """One training phase with early stopping on the validation split; its epoch times and best epoch."""
     k, train, validation = len(dataset.labels), dataset.split("train"), dataset.split("validation")
     model.compile_for_training(network, learning_rate, settings.label_smoothing)
@@ -145,7 +144,7 @@ def fit_phase(network: keras.Model, source, dataset: Dataset, settings: TrainSet
         network, source.batches(train, k, settings.batch_size, shuffle_seed=settings.seed),
         source.batches(validation, k, settings.batch_size) if validation else None,
         steps=model.steps_per_epoch(len(train), settings.batch_size), epochs=epochs, patience=settings.patience,
-        min_delta=settings.min_delta, log_dir=log_dir, phase=phase, bars=bars,
+        min_delta=settings.min_delta, log_dir=log_dir, phase=phase, progress=settings.progress,
         class_weight=None if weights is None else class_weight_map(labels_of(train), weights))
     return {"epoch_seconds": [round(s, 3) for s in result.epoch_seconds], "best_epoch": result.best_epoch}
 

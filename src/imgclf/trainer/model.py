@@ -12,8 +12,8 @@ import numpy as np
 
 import tensorflow as tf
 import tf_keras as keras
-from tqdm import tqdm
 
+from imgclf.progress import Progress
 from imgclf.trainer.backbone import Backbone
 
 log = logging.getLogger(__name__)
@@ -133,31 +133,23 @@ def compile_for_training(model: keras.Model, learning_rate: float, label_smoothi
 
 
 class EpochProgress(keras.callbacks.Callback):
-    """A tqdm bar per epoch on a terminal (tqdm's own Keras callback binds to Keras 3, not to
-    tf_keras); otherwise one log line per epoch, so logs get no bar redrawn line after line."""
+    """Each epoch a Progress of its batches: a bar on a terminal, one line in a log (tqdm's own
+    Keras callback binds to Keras 3, not to tf_keras)."""
 
-    def __init__(self, steps: int, epochs: int, phase: str, bars: bool):
+    def __init__(self, steps: int, epochs: int, phase: str):
         super().__init__()
-        self.steps, self.epochs, self.phase, self.bars = steps, epochs, phase, bars
-        self.bar = None
+        self.steps, self.epochs, self.phase = steps, epochs, phase
+        self.progress = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self.bars:
-            self.bar = tqdm(total=self.steps, desc=f"{self.phase} epoch {epoch + 1}/{self.epochs}",
-                            unit="batch", leave=True, mininterval=0.5)
+        self.progress = Progress(self.steps, f"{self.phase} epoch {epoch + 1}/{self.epochs}", "batch")
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.bar is not None:
-            self.bar.update(1)
+        self.progress.update(1)
 
     def on_epoch_end(self, epoch, logs=None):
-        shown = {k: f"{v:.4f}" for k, v in (logs or {}).items()}
-        if self.bar is not None:
-            self.bar.set_postfix(shown, refresh=False)
-            self.bar.close()
-        else:
-            log.info("%s epoch %d/%d: %s", self.phase, epoch + 1, self.epochs,
-                     " ".join(f"{k} {v}" for k, v in shown.items()))
+        self.progress.set_postfix(**{k: float(v) for k, v in (logs or {}).items()})
+        self.progress.close()
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -181,18 +173,17 @@ class FitResult:
 
 def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset | None, *,
         steps: int, epochs: int, patience: int, log_dir: str | None, phase: str,
-        bars: bool | None, min_delta: float = 0.0, class_weight: dict[int, float] | None = None) -> FitResult:
+        progress: bool, min_delta: float = 0.0, class_weight: dict[int, float] | None = None) -> FitResult:
     """Fits with early stopping on the validation loss (the training loss when there is no
-    validation data), restoring the weights of the best epoch. bars: a progress bar per epoch
-    (True), a log line per epoch (False), or nothing (None: fits too quick and many to show).
-    class_weight: the loss weight of each class's images."""
+    validation data), restoring the weights of the best epoch. progress: each epoch shown (a bar
+    on a terminal, a line in a log). class_weight: the loss weight of each class's images."""
     monitor = "val_loss" if validation is not None else "loss"
     timer = EpochTimer()
     stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, min_delta=min_delta,
                                             restore_best_weights=True)
     callbacks = [stopper, timer]
-    if bars is not None:
-        callbacks.append(EpochProgress(steps, epochs, phase, bars))
+    if progress:
+        callbacks.append(EpochProgress(steps, epochs, phase))
     if log_dir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=f"{log_dir}/{phase}", profile_batch=0,
                                                      write_graph=False))

@@ -23,6 +23,7 @@ from imgclf.trainer.features import FeatureCache, FileProbe
 from imgclf.trainer.fitting import ImageSource, Trained, fit_classifier, scores_of
 from imgclf.trainer.recipe import RecipeChoice
 from imgclf.trainer.selection import choose_recipe
+from imgclf.warmup_requests import write_warmup_requests
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +48,14 @@ def train(settings: TrainSettings) -> TrainResult:
         raise SettingsError(problem)
     started = time.perf_counter()
     keras.utils.set_random_seed(settings.seed)
-    bars = progress_bars(settings)
     network = load_backbone(settings.module, settings.image_size, trainable=settings.fine_tune)
-    dataset = discover_data(settings, network, bars)
-    choice = choose_recipe(dataset, network, settings, feature_cache_dir(settings), bars)
+    dataset = discover_data(settings, network)
+    choice = choose_recipe(dataset, network, settings, feature_cache_dir(settings))
     log.info("recipe: %s (%s)", choice.recipe.describe(), choice.reason)
     backbone = with_parts(network, choice.recipe.view, choice.recipe.layout_grid)
     options = images.Preprocessing(backbone.image_size, choice.recipe.grayscale)
     cache = None if backbone.is_scratch else FeatureCache(feature_cache_dir(settings), backbone, options)
-    trained = fit_classifier(dataset, backbone, options, cache, settings, run_log_dir(settings), bars)
+    trained = fit_classifier(dataset, backbone, options, cache, settings, run_log_dir(settings))
     run_report = build_report(dataset, trained, ImageSource(options, settings.decode_parallelism),
                               settings.batch_size, choice)
     base_path = contract.model_base_path(settings.models, settings.model_name)
@@ -75,12 +75,12 @@ def train(settings: TrainSettings) -> TrainResult:
                        [(e.path, dataset.labels[e.label_index]) for e in held_out])
 
 
-def discover_data(settings: TrainSettings, backbone: Backbone, bars: bool) -> Dataset:
+def discover_data(settings: TrainSettings, backbone: Backbone) -> Dataset:
     """The usable images of DATA (PDFs rendered), each decoded once to check it, unless its
     features are cached already (then it was decoded before)."""
     options = images.Preprocessing(backbone.image_size, grayscale=False)
     cache = None if backbone.is_scratch else FeatureCache(feature_cache_dir(settings), backbone, options)
-    with pdf_store.for_command(settings.pdf_renderer, pdf_cache_dir(settings), bars) as pdfs:
+    with pdf_store.for_command(settings.pdf_renderer, pdf_cache_dir(settings), settings.progress) as pdfs:
         return discover(settings.data, settings.validation_percent, settings.test_percent,
                         FileProbe(options, cache), images_of=pdfs.image_paths)
 
@@ -97,11 +97,6 @@ def pdf_cache_dir(settings: TrainSettings) -> Path:
 def run_log_dir(settings: TrainSettings) -> str:
     root = Path(settings.log_dir) if settings.log_dir else Path(settings.models) / ".logs" / settings.model_name
     return str(root / time.strftime("%Y%m%d-%H%M%S"))
-
-
-def progress_bars(settings: TrainSettings) -> bool:
-    """Bars when asked, or by default when stderr is a terminal; else log lines."""
-    return settings.progress if settings.progress is not None else sys.stderr.isatty()
 
 
 def build_report(dataset: Dataset, trained: Trained, source: ImageSource, batch_size: int,
@@ -149,7 +144,8 @@ def write_version(staged: Path, trained: Trained, options: images.Preprocessing,
                   run_report: dict, metadata: dict, settings: TrainSettings) -> None:
     export.export_saved_model(staged, trained.backbone.layer, trained.head, options, dataset.labels)
     warmup = warmup_files(dataset, settings.warmup_records)
-    metadata["warmup_records"] = export.write_warmup_requests(staged, warmup, settings.model_name)
+    metadata["warmup_records"] = write_warmup_requests(staged, (Path(path).read_bytes() for path in warmup),
+                                                       settings.model_name)
     export.write_extra_json(staged, contract.METADATA_FILE, metadata)
     export.write_extra_json(staged, contract.REPORT_FILE, run_report)
     confusion = run_report["splits"]["test"]["confusion"]

@@ -23,8 +23,8 @@ _TIMED_IMAGES = 8      # images per timing call of a part's features
 _TIMINGS = 3           # calls timed after a warm-up; the fastest counts (others share the cores)
 
 
-def choose_recipe(dataset: Dataset, backbone: Backbone, settings: TrainSettings, cache_root: Path,
-                  bars: bool | None) -> recipe.RecipeChoice:
+def choose_recipe(dataset: Dataset, backbone: Backbone, settings: TrainSettings,
+                  cache_root: Path) -> recipe.RecipeChoice:
     """The settings' recipe when they fix every option, else RECIPE=auto's measurement."""
     fixed = recipe.fixed_choice(settings)
     if fixed is not None:
@@ -34,7 +34,7 @@ def choose_recipe(dataset: Dataset, backbone: Backbone, settings: TrainSettings,
                                              "cached features, so the photo recipe's options")
     measured = measured_examples(dataset, settings.selection_images, settings.seed)
     log.info("recipe: measuring the candidates on %d train and validation images", len(measured))
-    parts = CandidateParts(measured, backbone, cache_root, settings, bars)
+    parts = CandidateParts(measured, backbone, cache_root, settings)
     cost = ServingCost(backbone, [e.path for e in measured[:_TIMED_IMAGES]], settings.decode_parallelism)
     labels = np.array([e.label_index for e in measured])
     return recipe.choose(settings, labels, len(dataset.labels), parts, cost)
@@ -53,16 +53,14 @@ def measured_examples(dataset: Dataset, limit: int, seed: int) -> list[Example]:
 class CandidateParts:
     """(grayscale, part) -> that part's features [N, D] of the measured images, from the cache."""
 
-    def __init__(self, examples: list[Example], backbone: Backbone, cache_root: Path, settings: TrainSettings,
-                 bars: bool | None):
-        self.examples, self.backbone, self.cache_root = examples, backbone, cache_root
-        self.settings, self.bars = settings, bars
+    def __init__(self, examples: list[Example], backbone: Backbone, cache_root: Path, settings: TrainSettings):
+        self.examples, self.backbone, self.cache_root, self.settings = examples, backbone, cache_root, settings
 
     def __call__(self, grayscale: bool, part: str) -> np.ndarray:
         options = images.Preprocessing(self.backbone.image_size, grayscale)
         cache = FeatureCache(self.cache_root, self.backbone, options)
         return part_features(self.examples, self.backbone, part, options, cache, self.settings.batch_size,
-                             self.bars, self.settings.decode_parallelism)
+                             self.settings.progress, self.settings.decode_parallelism)
 
 
 class ServingCost:
