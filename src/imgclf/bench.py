@@ -151,7 +151,7 @@ def measure_training(inputs: Inputs, epochs: int, workdir: Path) -> dict:
     # The document recipe with the epoch-trained softmax head: what the cache saves is epochs.
     settings = TrainSettings(data=str(inputs.train_dir), module=inputs.module, image_size=inputs.image_size,
                              epochs=epochs, patience=epochs, progress=False, head="softmax", calibrate=False,
-                             grayscale=True, view="quadrants", layout_grid=32)
+                             grayscale=True, view="whole+quadrants", layout_grid=32)
     backbone = frozen_backbone(inputs, settings)
     options = images.Preprocessing(backbone.image_size, settings.grayscale)
     dataset = discover(settings.data, settings.validation_percent, settings.test_percent, FileProbe(options))

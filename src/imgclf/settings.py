@@ -125,10 +125,11 @@ class TrainSettings:
                           "the cheapest that is as good as the best; document = grey, centre view; photo = "
                           "colour, whole image (docs/training.md)", choices=("auto", "document", "photo"))
     grayscale: bool | None = setting(None, "drop colour in preprocessing; unset = the recipe's")
-    view: str | None = setting(None, "what the backbone sees: whole (1 pass per image), centre (the mean of the 4 "
-                               "central tiles of a 4x4 grid, each enlarged 4x: 4 passes), quadrants (whole + each "
-                               "quarter at 2x: 5 passes) or tiles (the mean of all 16: 16 passes); unset = the "
-                               "recipe's", choices=(None, "whole", "centre", "quadrants", "tiles"))
+    view: str | None = setting(None, "what the backbone sees: whole (the image: 1 pass per image), centre (the "
+                               "mean of the 4 central tiles of a 4x4 grid, each enlarged 4x: 4 passes), "
+                               "whole+centre (both: 5), whole+quadrants (each quarter at 2x too: 5) or tiles (the "
+                               "mean of all 16 tiles: 16); unset = the recipe's",
+                               choices=(None, "whole", "centre", "whole+centre", "whole+quadrants", "tiles"))
     layout_grid: int | None = setting(None, "side of the page's ink map a second head reads; 0 = off; unset = the "
                                       "recipe's", check=non_negative)
     layout_weight: float = setting(0.33, "that head's share of the scores", check=fraction)

@@ -33,7 +33,8 @@ _VIEWS_KEPT = {WHOLE: 1, QUADRANTS: 4, CENTRE: 1, TILES: 1}  # feature vectors k
 _TILE_GRID = 4
 _CENTRE_TILES = (5, 6, 9, 10)                                # of the 4x4 grid, row by row
 # A recipe's view: the parts the network reads.
-VIEWS = {"whole": (WHOLE,), "quadrants": (WHOLE, QUADRANTS), "centre": (CENTRE,), "tiles": (TILES,)}
+VIEWS = {"whole": (WHOLE,), "centre": (CENTRE,), "whole+centre": (WHOLE, CENTRE),
+         "whole+quadrants": (WHOLE, QUADRANTS), "tiles": (TILES,)}
 
 
 def layout_part(grid: int) -> str:
