@@ -121,9 +121,10 @@ class TrainSettings:
     label_smoothing: float = setting(0.1, "of the training targets", check=below_one)
     patience: int = setting(15, "epochs without a better validation loss before stopping", check=non_negative)
     min_delta: float = setting(0.0, 'a smaller fall of the loss is not "better"')
-    recipe: str = setting("auto", "auto = measure the options below that are left unset on this data and keep "
-                          "the cheapest that is as good as the best; document = grey, centre view; photo = "
-                          "colour, whole image (docs/training.md)", choices=("auto", "document", "photo"))
+    recipe: str = setting("auto", "auto = measure on this data the options below left unset: colour or grey, then "
+                          "keep the reference view (whole image + its centre at 4x) unless another view or the "
+                          "layout head beats it by more than the data can resolve; document = grey, centre; "
+                          "photo = colour, whole image (docs/training.md)", choices=("auto", "document", "photo"))
     grayscale: bool | None = setting(None, "drop colour in preprocessing; unset = the recipe's")
     view: str | None = setting(None, "what the backbone sees: whole (the image: 1 pass per image), centre (the "
                                "mean of the 4 central tiles of a 4x4 grid, each enlarged 4x: 4 passes), "
@@ -135,7 +136,8 @@ class TrainSettings:
     layout_weight: float = setting(0.33, "that head's share of the scores", check=fraction)
     head: str = setting("ridge", "on cached features: ridge (fitted in closed form, its temperature on "
                         "validation) or softmax (dropout + softmax, early stopping); training on images "
-                        "(scratch, AUGMENT, FINE_TUNE) always uses softmax", choices=("ridge", "softmax"))
+                        "(scratch, AUGMENT) uses softmax; FINE_TUNE then trains either with the backbone",
+                        choices=("ridge", "softmax"))
     ridge_strength: float = setting(1.0, "the ridge head's L2 penalty, relative to the features' mean square",
                                     check=above_zero)
     balance_classes: bool = setting(True, "every class weighs the same in the head's loss")
@@ -143,8 +145,8 @@ class TrainSettings:
                               "exported graph (the ridge head always fits its temperature)")
     selection_folds: int = setting(5, "cross-validation folds when RECIPE=auto measures", check=at_least_two)
     selection_repeats: int = setting(3, "... repeated with other folds", check=positive)
-    selection_margin: float = setting(1.64, "standard errors of the difference by which a costlier recipe must "
-                                      "beat a cheaper one to be chosen", check=non_negative)
+    selection_margin: float = setting(1.64, "standard errors of the per-image difference by which a candidate "
+                                      "must beat the reference recipe to replace it", check=non_negative)
     selection_images: int = setting(3000, "at most this many train + validation images measured (a sample)",
                                     check=positive)
     cache_dir: str = setting("", 'feature cache; "" = <models>/.cache/features')
