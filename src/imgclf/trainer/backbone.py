@@ -79,7 +79,7 @@ class QuadrantViews(keras.layers.Layer):
     """The module's features of the whole image and of each quarter enlarged to full size, side by
     side. ImageNet modules see a page at 224 px as a few grey blocks; at twice the scale the
     texture of title, columns, formulas and figures shows, which tells pages from sources never
-    seen apart better (see README, Training). One backbone pass over five views per image."""
+    seen apart better (see docs/training.md). One backbone pass over five views per image."""
 
     VIEWS = 5
 
@@ -104,7 +104,7 @@ class LayoutMap(keras.layers.Layer):
     ImageNet features describe texture; where the text, title, columns and figures sit is a cue of
     its own, and one a linear head reads straight from the map. Alone it generalises worse than the
     texture (it takes LaTeX package manuals for papers), but averaged with the texture head it
-    fixes pages the texture gets confidently wrong (see README, Training). Costs no backbone pass."""
+    fixes pages the texture gets confidently wrong (see docs/training.md). Costs no backbone pass."""
 
     def __init__(self, backbone: keras.layers.Layer, grid: int, **kwargs):
         super().__init__(**kwargs)
