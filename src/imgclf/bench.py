@@ -48,7 +48,7 @@ from imgclf.settings import (
     DrillSettings,
     TrainSettings,
     ValidateSettings,
-    add_settings_flags,
+    settings_parser,
 )
 
 JSON_FILE, CHART_FILE = "bench.json", "bench.png"
@@ -632,9 +632,8 @@ def run_bench(settings: BenchSettings) -> dict:
 
 
 def build_parser(command: str = "bench") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
-    add_settings_flags(parser, BenchSettings, command, omit_unset=True)   # --quick keeps what is given
-    return parser
+    # omit_unset: --quick keeps what is given
+    return settings_parser(BenchSettings, command, __doc__.split("\n\n")[0], omit_unset=True)
 
 
 def main(argv: list[str], command: str = "bench") -> int:

@@ -541,6 +541,15 @@ def add_settings_flags(parser, settings_class, command: str | None = None, omit_
                                 default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
+def settings_parser(settings_class, command: str, description: str, settings_command: str | None = None,
+                    omit_unset: bool = False, **parser_options) -> argparse.ArgumentParser:
+    """The parser of `imgclf <command>`: its flags are the settings class's fields (add_settings_flags;
+    `settings_command` when the class serves several commands under one name, as StackSettings)."""
+    parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=description, **parser_options)
+    add_settings_flags(parser, settings_class, settings_command or command, omit_unset)
+    return parser
+
+
 def _environment_default(knob: Knob):
     if knob.meta.get("environment") and knob.make and knob.make in os.environ:
         return os.environ[knob.make]

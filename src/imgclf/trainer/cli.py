@@ -8,17 +8,15 @@ import argparse
 import logging
 import sys
 
-from imgclf.settings import TrainSettings, add_settings_flags
+from imgclf.settings import TrainSettings, settings_parser
 from imgclf.tf_logging import quiet_tensorflow_logs
 
 
 def build_parser(command: str = "train") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=f"imgclf {command}",
-        description="Train an image classifier on class folders and publish it as the next version. "
-                    "Defaults live in imgclf/settings.py (TrainSettings).")
-    add_settings_flags(parser, TrainSettings)
-    return parser
+    return settings_parser(
+        TrainSettings, command,
+        "Train an image classifier on class folders and publish it as the next version. "
+        "Defaults live in imgclf/settings.py (TrainSettings).")
 
 
 def configure_logging() -> None:
