@@ -66,11 +66,15 @@ def test_evaluate_trains_each_fold_and_scores_through_the_signature(tmp_path, ca
 def test_held_out_folders_are_scored_one_by_one_and_pooled(tmp_path):
     train_dir = write_sample_dataset(tmp_path / "train", per_class=16, seed=3, size=(60, 80))
     other = write_sample_dataset(tmp_path / "other-style", per_class=6, seed=4, size=(60, 80))
-    settings = EvaluateSettings(test=str(other), seeds="5")
+    third = write_sample_dataset(tmp_path / "third-style", per_class=4, seed=6, size=(60, 80))
+    settings = EvaluateSettings(test=f"{other},{third}", seeds="5")
     training = TrainSettings(data=str(train_dir), module="scratch", image_size=24, epochs=3, progress=False,
                              models=str(tmp_path / "models"))
     results = evaluate.evaluate(settings, training, tmp_path / "work")
     [run] = results["seeds"][5]["folds"]
-    assert run["images"] == 12 and run["fold"] == "other-style"
+    assert run["images"] == 20 and run["fold"] == "other-style,third-style"
+    assert {group: figures["count"] for group, figures in run["by_group"].items()} == \
+        {"other-style": 12, "third-style": 8}
     assert results["mean_accuracy"] == results["seeds"][5]["pooled"]["accuracy"]
     assert np.isfinite(run["ece"])
+    assert "third-style" in evaluate.format_results(results)

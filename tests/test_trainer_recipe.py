@@ -93,3 +93,16 @@ def test_recipes_describe_their_cost(preset):
     chosen = recipe.fixed_choice(TrainSettings(data="x", recipe=preset)).recipe
     assert chosen.passes == (4 if preset == "document" else 1)
     assert ("centre" in chosen.describe()) == (preset == "document")
+
+
+def test_the_printed_table_lists_every_candidate_in_aligned_columns_and_marks_the_choice():
+    from imgclf.trainer.report import format_recipe
+
+    lines = format_recipe(choose(Parts(LABELS)).as_dict())
+    assert lines[0].startswith("recipe (auto): ") and "backbone pass(es) per image" in lines[0]
+    header, rows = lines[2], lines[3:]
+    assert len(rows) == 8 and sum(row.endswith("<- chosen") for row in rows) == 1
+    # The longest description (with the layout head) must not push its figures out of line.
+    accuracy_end = header.index("accuracy") + len("accuracy")
+    assert all(row[accuracy_end - 6:accuracy_end].strip().startswith("0.") for row in rows)
+    assert all(row.split()[-1] in ("chosen", "50.0", "40.0", "10.0") for row in rows)

@@ -37,6 +37,7 @@ class Fold:
     name: str                      # the held-out group or test folder
     data: Path                     # class folders to train on
     tests: list[tuple[Path, str]]  # (file, label) to score
+    groups: list[str] | None = None  # each test file's folder, when several are scored: figures per folder
 
 
 class EvaluationError(ValueError):
@@ -95,11 +96,12 @@ def held_out_folder_folds(data: Path, tests: list[Path]) -> list[Fold]:
     """One fold: train on data, score every test folder (each a set of class folders)."""
     from imgclf.data_folders import find_class_folders
 
-    scored = []
+    scored, groups = [], []
     for folder in tests:
         for label, files in find_class_folders(folder).items():
             scored += [(path, label) for path in files]
-    return [Fold(",".join(p.name for p in tests), data, scored)]
+            groups += [folder.name] * len(files)
+    return [Fold(",".join(p.name for p in tests), data, scored, groups if len(tests) > 1 else None)]
 
 
 def score_files(model_dir: Path, files: list[Path]) -> tuple[list[str], "list"]:
@@ -142,7 +144,11 @@ def run_fold(fold: Fold, train_settings: TrainSettings, seed: int, workdir: Path
     truth = np.array([labels.index(label) if label in labels else -1 for _, label in fold.tests])
     known = truth >= 0
     metrics = split_metrics(scores[known], truth[known], labels)
-    return {"fold": fold.name, "seed": seed, "images": len(fold.tests), "unknown_label_images": int((~known).sum()),
+    by_group = {}
+    for group in dict.fromkeys(fold.groups or []):
+        chosen = known & (np.array(fold.groups) == group)
+        by_group[group] = summary(split_metrics(scores[chosen], truth[chosen], labels))
+    return {"fold": fold.name, "by_group": by_group, "seed": seed, "images": len(fold.tests), "unknown_label_images": int((~known).sum()),
             "recipe": result.metadata["recipe"]["description"], "passes": result.metadata["passes_per_image"],
             "train_seconds": round(trained_seconds, 1), "metrics": metrics, "labels": labels,
             "scores": scores[known].tolist(), "truth": truth[known].tolist()}
@@ -202,6 +208,9 @@ def format_results(results: dict) -> str:
             lines.append(f"  {fold['fold'][:27]:<28}{fold['images']:>7}{fold['accuracy']:>10.4f}"
                          f"{fold['balanced_accuracy']:>10.4f}{fold['ece']:>7.3f}  {fold['recipe']} "
                          f"({fold['passes']} pass{'es' if fold['passes'] > 1 else ''})")
+            for group, g in fold["by_group"].items():
+                lines.append(f"    {group[:25]:<26}{g['count']:>7}{g['accuracy']:>10.4f}{g['balanced_accuracy']:>10.4f}"
+                             f"{g['ece']:>7.3f}")
         p = figures["pooled"]
         lines.append(f"  {'pooled':<28}{p['count']:>7}{p['accuracy']:>10.4f}{p['balanced_accuracy']:>10.4f}"
                      f"{p['ece']:>7.3f}")

@@ -83,11 +83,12 @@ def format_recipe(recipe: dict) -> list[str]:
     if recipe["tried"]:
         lines.append(f"  cross-validated on {recipe['images']} train + validation images (s.e.: of the per-image "
                      "difference from the stage's best in 1, from the reference in 2):")
-        lines.append(f"  {'stage':<6}{'candidate':<46}{'accuracy':>9}{'s.e.':>8}{'passes':>7}{'ms/image':>10}")
+        width = max(len(trial["description"]) for trial in recipe["tried"]) + 2
+        lines.append(f"  {'stage':<6}{'candidate':<{width}}{'accuracy':>9}{'s.e.':>8}{'passes':>7}{'ms/image':>10}")
         for trial in recipe["tried"]:
             ms = "" if trial["ms_per_image"] is None else f"{trial['ms_per_image']:.1f}"
             error = f"{trial['standard_error']:.4f}" if trial["standard_error"] else "-"
-            lines.append(f"  {trial['stage']:<6}{trial['description']:<46}{trial['cv_accuracy']:>9.4f}"
+            lines.append(f"  {trial['stage']:<6}{trial['description']:<{width}}{trial['cv_accuracy']:>9.4f}"
                          f"{error:>8}{trial['passes']:>7}{ms:>10}"
                          + ("  <- chosen" if trial["chosen"] else ""))
     return lines
