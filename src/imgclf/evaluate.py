@@ -126,14 +126,13 @@ def run_fold(fold: Fold, train_settings: TrainSettings, seed: int, workdir: Path
     import numpy as np
 
     from imgclf import model_store
-    from imgclf.trainer.pipeline import train
+    from imgclf.trainer.pipeline import feature_cache_dir, pdf_cache_dir, train
     from imgclf.trainer.report import split_metrics
 
     # The caches stay where `make train` keeps them, so runs and folds share features and pages.
     settings = dataclasses.replace(
         train_settings, data=str(fold.data), seed=seed, models=str(workdir / "models"), log_dir=str(workdir / "logs"),
-        warmup_records=0, cache_dir=train_settings.cache_dir or str(Path(train_settings.models) / ".cache" / "features"),
-        pdf_cache=train_settings.pdf_cache or str(Path(train_settings.models) / ".cache" / "pages"))
+        warmup_records=0, cache_dir=str(feature_cache_dir(train_settings)), pdf_cache=str(pdf_cache_dir(train_settings)))
     started = time.perf_counter()
     result = train(settings)
     trained_seconds = time.perf_counter() - started
