@@ -175,3 +175,23 @@ def test_publish_measures_the_pdfs_of_the_recorded_held_out_split(tmp_path, caps
     assert sorted((image.stem, label) for image, label in examples) == sorted(
         (sha1(pdf), pdf.parent.name) for pdf in data.rglob("*.pdf") if pdf.name != "two-pages.pdf")
     assert "two-pages.pdf: blank first page" in caplog.text     # left out, as training left it out
+
+
+def test_a_pdf_example_names_the_pdf_and_reads_its_page(sample_dataset, tmp_path):
+    """The trainer reads a PDF's rendered page, but reports (misclassified files) name the PDF."""
+    from imgclf.images import Preprocessing
+    from imgclf.pdf import store as pdf_store
+    from imgclf.trainer.data import discover
+    from imgclf.trainer.features import FileProbe
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_dataset, data)
+    add_pdfs(data / "other", ["issue1002.pdf"])
+    with pdf_store.for_command(RENDERER, tmp_path / "pages") as pdfs:
+        dataset = discover(data, 15, 15, FileProbe(Preprocessing(16)), images_of=pdfs.image_paths)
+    pdf = [e for e in dataset.examples if e.file.suffix == ".pdf"]
+    assert [e.file for e in pdf] == [data / "other" / "issue1002.pdf"]
+    assert tmp_path / "pages" in pdf[0].path.parents
+    assert pdf[0].path.stem == sha1(DATA / "issue1002.pdf")
+    images = [e for e in dataset.examples if e.file.suffix != ".pdf"]
+    assert images and all(e.file == e.path and e.source is None for e in images)

@@ -108,7 +108,7 @@ def build_report(dataset: Dataset, trained: Trained, source: ImageSource, batch_
         truth = [e.label_index for e in examples]
         splits[name] = report.split_metrics(scores, truth, dataset.labels)
         if name == "test":
-            wrong = report.misclassified([e.path for e in examples], scores, truth, dataset.labels)
+            wrong = report.misclassified([e.file for e in examples], scores, truth, dataset.labels)
     counts = dataset.counts()
     fitted_on = sorted({split for figures in trained.phases.values() for split in figures.get("fitted_on", ["train"])})
     return {"labels": dataset.labels, "recipe": choice.as_dict(), "calibration": trained.calibration,
