@@ -12,7 +12,7 @@ flag   = $(if $($(1)),$(2) $($(1)))
 switch = $(if $(filter 1 true yes,$($(1))),$(2))
 
 .PHONY: help venv test train serve validate demo publish rollback pin unpin status clean-staged drill bench e2e clean \
-  k8s-check
+  merge-results swarm-deploy swarm-status swarm-down swarm-e2e k8s-check
 
 help:
 	@echo "make test | demo | train DATA=dir | serve | validate DIR=dir | status | publish | rollback"
@@ -57,11 +57,16 @@ VALIDATE_FLAGS = $(call flag,SERVER,--server) $(call flag,GRPC_SERVER,--grpc-ser
   $(call flag,VERSION,--version) $(call flag,LABEL,--label) $(call flag,BATCH,--batch) \
   $(call flag,CONCURRENCY,--concurrency) $(call flag,OUTPUT,--output) \
   $(call flag,MIN_ACCURACY,--min-accuracy) $(call flag,WAIT,--wait) $(call switch,ALL,--all) \
-  $(call flag,TIMEOUT,--timeout) $(call flag,RETRIES,--retries) $(call switch,PROGRESS,--progress)
+  $(call flag,TIMEOUT,--timeout) $(call flag,RETRIES,--retries) $(call switch,PROGRESS,--progress) \
+  $(call flag,SHARD,--shard)
 
 validate: $(STAMP)
 	@test -n "$(DIR)" || { echo "usage: make validate DIR=dir"; exit 2; }
 	$(IMGCLF) run $(call flag,RUNNER,--runner) validate $(DIR) $(VALIDATE_FLAGS)
+
+merge-results: $(STAMP)
+	@test -n "$(OUTPUT)" || { echo "usage: make merge-results OUTPUT=results.csv  (after make validate SHARD=i/N OUTPUT=results.csv)"; exit 2; }
+	$(IMGCLF) merge-results $(OUTPUT)
 
 demo: $(STAMP)
 	$(IMGCLF) demo $(call flag,DEMO_DIR,--workdir) $(call flag,PROTOCOL,--protocol)
@@ -98,6 +103,25 @@ e2e: $(STAMP)
 	$(IMGCLF) e2e $(call switch,KEEP,--keep)
 
 # Scale out (docs/scale-out.md).
+SWARM_FLAGS = $(call flag,STACK,--stack) $(call flag,REPLICAS,--replicas) $(call flag,MODELS,--models) \
+  $(call flag,MODELS_DEVICE,--models-device) $(call flag,NFS,--nfs) $(call flag,NFS_OPTIONS,--nfs-options) \
+  $(call flag,MODEL_NAME,--model-name) $(call flag,SERVING_IMAGE,--serving-image) \
+  $(call flag,BALANCER_IMAGE,--balancer-image) $(call flag,BIND,--bind) $(call flag,REST_PORT,--rest-port) \
+  $(call flag,GRPC_PORT,--grpc-port) $(call flag,BALANCER_MONITOR_PORT,--monitor-port) \
+  $(call flag,SERVING_CPUS,--serving-cpus) $(call flag,SERVING_MEMORY,--serving-memory) \
+  $(call flag,SERVING_CPUS_RESERVED,--serving-cpus-reserved) \
+  $(call flag,SERVING_MEMORY_RESERVED,--serving-memory-reserved) $(call flag,NETWORK,--network) $(call flag,WAIT,--wait)
+swarm-deploy: $(STAMP)
+	$(IMGCLF) swarm deploy $(SWARM_FLAGS)
+swarm-status: $(STAMP)
+	$(IMGCLF) swarm status $(SWARM_FLAGS)
+swarm-down: $(STAMP)
+	$(IMGCLF) swarm down $(SWARM_FLAGS)
+swarm-e2e: $(STAMP)
+	$(IMGCLF) swarm-e2e $(call switch,KEEP,--keep) $(call flag,REPLICAS,--replicas) \
+	  $(call flag,REST_CLIENTS,--rest-clients) $(call flag,PAUSE,--pause) $(call flag,RETRIES,--retries) \
+	  $(call flag,SPREAD_SECONDS,--spread-seconds) $(call flag,TIMEOUT,--timeout) $(call flag,OUTPUT,--output) \
+	  $(call flag,BATCH_FILES,--batch-files) $(call flag,JOBS,--jobs)
 k8s-check: $(STAMP)
 	$(IMGCLF) k8s-check $(K8S_DIRS)
 

@@ -10,6 +10,7 @@ COMMANDS = {
     "train": ("imgclf.rollout.training", "train a classifier on class folders, gate and publish a version"),
     "serve": ("imgclf.serving.cli", "run the local TensorFlow-Serving-compatible server"),
     "validate": ("imgclf.client.cli", "send a folder of images to the server and report"),
+    "merge-results": ("imgclf.client.merge", "merge the outputs of validate --shard i/N into one"),
     "demo": ("imgclf.demo", "sample data, train, serve, validate: the whole loop offline"),
     "publish": ("imgclf.rollout.cli", "gate a staged model and publish it as the next version"),
     "rollback": ("imgclf.rollout.cli", "take the highest version out of service"),
@@ -21,8 +22,22 @@ COMMANDS = {
     "bench": ("imgclf.bench", "measure bytes, throughput, training speed-up, rollout, memory"),
     "e2e": ("imgclf.e2e", "the Docker Compose stack end to end on a Docker engine"),
     "run": ("imgclf.runner", "train or validate through Docker Compose, or locally (RUNNER)"),
+    "swarm": ("imgclf.swarm", "the serving stack on a Docker Swarm: deploy, status, down"),
+    "swarm-e2e": ("imgclf.swarm_e2e", "deploy/swarm on a real multi-node swarm, under traffic"),
     "k8s-check": ("imgclf.kube", "render the Kubernetes manifests and check them offline"),
 }
+
+
+def _with_swarm_view() -> None:
+    """`imgclf status` also shows every replica of the serving stack when DOCKER_HOST is a swarm
+    manager running it (imgclf.swarm sits above rollout, so it is composed in here, at the top)."""
+    from imgclf import swarm
+    from imgclf.rollout import cli as rollout_cli
+
+    rollout_cli.STATUS_VIEWS.append(swarm.status_view)
+
+
+COMPOSED = {"status": _with_swarm_view}
 
 
 def usage() -> str:
@@ -41,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"imgclf: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    if command in COMPOSED:
+        COMPOSED[command]()
     module = importlib.import_module(COMMANDS[command][0])
     return int(module.main(rest, command=command) or 0)
 

@@ -1,7 +1,8 @@
 """`make train` and `make validate`: through the Docker Compose stack when a Docker engine is
-reachable, in this Python environment otherwise; RUNNER=docker|local decides instead.
+reachable, in this Python environment otherwise; RUNNER=docker|local decides instead (RUNNER=swarm:
+one-off jobs on a Docker Swarm, src/imgclf/swarm_jobs.py).
 
-    imgclf run [--runner docker|local] train|validate [the command's own flags]
+    imgclf run [--runner docker|local|swarm] train|validate [the command's own flags]
 
 With Docker, host paths among the flags become mounts (DATA, MODELS and DIR through the compose
 file's variables, a local MODULE, CACHE_DIR, LOG_DIR, VALIDATE and OUTPUT's folder as extra mounts)
@@ -20,7 +21,7 @@ from pathlib import Path
 from imgclf import contract, stack
 from imgclf.settings import StackSettings, TrainSettings
 
-RUNNERS = ("docker", "local")
+RUNNERS = ("docker", "local", "swarm")
 COMMANDS = ("train", "validate")
 
 
@@ -154,11 +155,16 @@ def choose_runner(requested: str) -> str:
 def main(argv: list[str], command: str = "run") -> int:
     parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runner", choices=("", *RUNNERS), default=stack.settings_from_environment().runner,
-                        help="RUNNER: docker, local, or empty = docker when an engine is reachable")
+                        help="RUNNER: docker, local, swarm (jobs on the swarm DOCKER_HOST manages), or empty = "
+                             "docker when an engine is reachable")
     parser.add_argument("target", choices=COMMANDS)
     parser.add_argument("flags", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     runner = choose_runner(args.runner)
+    if runner == "swarm":   # one-off jobs on the swarm the stack runs on (src/imgclf/swarm_jobs.py)
+        from imgclf import swarm_jobs
+
+        return swarm_jobs.main(args.target, args.flags)
     if runner == "local":
         from imgclf import cli
 

@@ -141,6 +141,7 @@ class ValidateSettings:
     timeout: float = 30.0                    # TIMEOUT: per request, seconds
     retries: int = 5                         # RETRIES: on connection errors and 503/UNAVAILABLE
     progress: bool | None = None             # PROGRESS: None = when stderr is a terminal
+    shard: str = ""                          # SHARD: i/N, this process's share of DIR (client/shards.py)
 
 
 @dataclass
@@ -210,6 +211,64 @@ class StackSettings:
     image_size: int = 96                     # IMAGE_SIZE: the e2e trains the scratch backbone small
     timeout: float = 300.0                   # TIMEOUT: seconds any one wait of the e2e may take
     keep: bool = False                       # KEEP: leave the e2e's work folder (data, models, logs)
+
+
+@dataclass
+class SwarmSettings:
+    """`make swarm-deploy | swarm-status | swarm-down`, and `make train|validate RUNNER=swarm`:
+    the serving stack on a Docker Swarm (deploy/swarm). The Docker engine asked is the one
+    DOCKER_HOST names (a manager of the swarm)."""
+
+    stack: str = "imgclf"                    # STACK: the stack's name (services are STACK_serving)
+    replicas: int = 2                        # REPLICAS: serving tasks
+    models: str = "./models"                 # MODELS: the shared models folder as this host sees it
+    models_device: str = ""                  # MODELS_DEVICE: the same folder's path on every node
+                                             #   ("" = MODELS made absolute: mounted at one path everywhere)
+    nfs: str = ""                            # NFS: server:/export/models; then every node's engine
+                                             #   mounts it itself and MODELS_DEVICE is not used
+    nfs_options: str = "nfsvers=4.1,hard,acdirmin=1,acdirmax=1"   # NFS_OPTIONS: see docs/scale-out.md
+    model_name: str = contract.DEFAULT_MODEL_NAME   # MODEL_NAME
+    serving_image: str = ""                  # SERVING_IMAGE: "" = tensorflow/serving:2.20.0; every
+                                             #   node must be able to pull it (a registry)
+    balancer_image: str = ""                 # BALANCER_IMAGE: "" = imgclf-balancer:<version>, built
+                                             #   here from deploy/balancer when missing
+    bind: str = "127.0.0.1"                  # BIND: the balancer's address on this host; 0.0.0.0 or an
+                                             #   address publishes it
+    rest_port: int = 8501                    # REST_PORT
+    grpc_port: int = 8500                    # GRPC_PORT
+    monitor_port: int = 8404                 # BALANCER_MONITOR_PORT: /healthz and /metrics
+    serving_cpus: str = "2"                  # SERVING_CPUS: limit per replica
+    serving_memory: str = "2G"               # SERVING_MEMORY: limit per replica
+    serving_cpus_reserved: str = "0.25"      # SERVING_CPUS_RESERVED: what a node must have free
+    serving_memory_reserved: str = "512M"    # SERVING_MEMORY_RESERVED:   to take a replica
+    network: str = "imgclf-serving"          # NETWORK: the attachable overlay network
+    wait: float = 600.0                      # WAIT: seconds deploy waits for every replica to serve
+    trainer_image: str = ""                  # TRAINER_IMAGE, CLIENT_IMAGE: what RUNNER=swarm jobs run,
+    client_image: str = ""                   #   pullable by every node ("" = imgclf-<name>:<tag>)
+    shards: int = 1                          # SHARDS: RUNNER=swarm validate runs this many jobs,
+                                             #   --shard i/SHARDS each, and merges their OUTPUTs
+
+
+@dataclass
+class SwarmE2ESettings:
+    """`make swarm-e2e` / `imgclf swarm-e2e`: deploy/swarm on a real multi-node swarm made of
+    Docker engines in containers. Images (BASE_IMAGE, SERVING_IMAGE, CA_BUNDLE) as for `make e2e`."""
+
+    replicas: int = 2                        # REPLICAS: serving replicas deployed (then 1 -> 3)
+    rest_clients: int = 2                    # REST_CLIENTS: REST threads of the traffic (plus one gRPC)
+    pause: float = 0.04                      # PAUSE: seconds each traffic thread waits between requests
+    retries: int = 5                         # RETRIES: per request, with backoff, counted
+    spread_seconds: float = 15.0             # SPREAD_SECONDS: traffic over which the spread is counted
+    allowed_failures_on_node_loss: int = 0   # failed requests (after retries) tolerated when a node dies
+    batch_files: int = 4000                  # BATCH_FILES: files `make validate` sends through the balancer
+    jobs: bool = True                        # JOBS: also train and validate as swarm jobs (pushes the
+                                             #   trainer and client images: ~1.6 GB more to distribute)
+    per_class: int = 24                      # PER_CLASS: generated training images per class
+    epochs: int = 2                          # EPOCHS: of each of the two trainings
+    image_size: int = 64                     # IMAGE_SIZE: of the scratch backbone
+    timeout: float = 600.0                   # TIMEOUT: seconds any one wait may take
+    keep: bool = False                       # KEEP: leave the work folder
+    output: str = ""                         # OUTPUT: also write the figures as JSON here
 
 
 @dataclass

@@ -39,6 +39,19 @@ def _non_negative(kind):
     return parse
 
 
+def _shard(text: str) -> str:
+    from imgclf.client.base import ClientError
+    from imgclf.client.shards import parse_shard
+
+    if not text.strip():
+        return ""          # the whole folder
+    try:
+        parse_shard(text)
+    except ClientError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text.replace(" ", "")
+
+
 def build_parser(command: str = "validate") -> argparse.ArgumentParser:
     d = ValidateSettings()
     parser = argparse.ArgumentParser(
@@ -72,6 +85,10 @@ def build_parser(command: str = "validate") -> argparse.ArgumentParser:
                         help=f"retries with backoff on connection errors and 503/UNAVAILABLE (default {d.retries})")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=d.progress,
                         help="progress bar on stderr (default: when stderr is a terminal)")
+    parser.add_argument("--shard", type=_shard, default=d.shard, metavar="i/N",
+                        help="send only shard i of N (0 <= i < N) of DIR's files, chosen by a hash of each "
+                             "file's path relative to DIR; with --output, writes <name>.shard-<i>-of-<N><ext> "
+                             "for `imgclf merge-results` to merge")
     return parser
 
 

@@ -25,9 +25,16 @@ def iter_batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-def count_image_files(root: str | os.PathLike) -> int:
-    """How many files iter_image_files will yield (one directory walk; nothing kept)."""
-    return sum(1 for _ in iter_image_files(root))
+def image_files(root: str | os.PathLike, shard: str = "") -> Iterator[Path]:
+    """The image files under root (data_folders.iter_image_files), or shard i/N's share of them."""
+    from imgclf.client.shards import select
+
+    return select(iter_image_files(root), Path(root), shard)
+
+
+def count_image_files(root: str | os.PathLike, shard: str = "") -> int:
+    """How many files image_files will yield (one directory walk; nothing kept)."""
+    return sum(1 for _ in image_files(root, shard))
 
 
 def true_label(path: Path, root: Path) -> str | None:
