@@ -11,11 +11,12 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 flag   = $(if $($(1)),$(2) $($(1)))
 switch = $(if $(filter 1 true yes,$($(1))),$(2))
 
-.PHONY: help venv test train serve validate demo publish rollback pin unpin status clean-staged drill bench e2e clean \
+.PHONY: help venv test train serve validate pages demo publish rollback pin unpin status clean-staged drill bench e2e clean \
   merge-results swarm-deploy swarm-status swarm-down swarm-e2e k8s-check
 
 help:
-	@echo "make test | demo | train DATA=dir | serve | validate DIR=dir | status | publish | rollback"
+	@echo "make test | demo | train DATA=dir | serve | validate DIR=dir | pages PDFS=dir OUT=dir"
+	@echo "     status | publish | rollback"
 	@echo "     pin VERSION=v | unpin | clean-staged | drill | bench | e2e      (variables: see README.md)"
 
 venv: $(STAMP)
@@ -36,10 +37,12 @@ TRAIN_FLAGS = $(call flag,DATA,--data) $(call flag,MODULE,--module) \
   $(call flag,TEST_PERCENT,--test-percent) $(call flag,SEED,--seed) \
   $(call flag,GRAYSCALE,--grayscale) $(call flag,QUADRANTS,--quadrants) $(call flag,CACHE_DIR,--cache-dir) \
   $(call flag,LAYOUT_GRID,--layout-grid) $(call flag,LAYOUT_WEIGHT,--layout-weight) $(call flag,PROGRESS,--progress) \
+  $(call flag,DECODE_PARALLELISM,--decode-parallelism) \
   $(call flag,DROPOUT,--dropout) $(call flag,LABEL_SMOOTHING,--label-smoothing) $(call flag,PATIENCE,--patience) \
   $(call flag,MIN_DELTA,--min-delta) \
   $(call flag,FINE_TUNE_EPOCHS,--fine-tune-epochs) $(call flag,FINE_TUNE_LEARNING_RATE,--fine-tune-learning-rate) \
-  $(call flag,VALIDATE,--validate) $(call flag,TOLERANCE,--tolerance) $(call switch,FORCE,--force)
+  $(call flag,VALIDATE,--validate) $(call flag,TOLERANCE,--tolerance) $(call switch,FORCE,--force) \
+  $(call flag,PDF_RENDERER,--pdf-renderer) $(call flag,PDF_CACHE,--pdf-cache)
 
 train: $(STAMP)
 	@test -n "$(DATA)" || { echo "usage: make train DATA=dir  (one sub-folder of images per class)"; exit 2; }
@@ -58,15 +61,22 @@ VALIDATE_FLAGS = $(call flag,SERVER,--server) $(call flag,GRPC_SERVER,--grpc-ser
   $(call flag,CONCURRENCY,--concurrency) $(call flag,OUTPUT,--output) \
   $(call flag,MIN_ACCURACY,--min-accuracy) $(call flag,WAIT,--wait) $(call switch,ALL,--all) \
   $(call flag,TIMEOUT,--timeout) $(call flag,RETRIES,--retries) $(call switch,PROGRESS,--progress) \
+  $(call flag,PDF_RENDERER,--pdf-renderer) $(call flag,PDF_CACHE,--pdf-cache) \
   $(call flag,SHARD,--shard)
 
 validate: $(STAMP)
 	@test -n "$(DIR)" || { echo "usage: make validate DIR=dir"; exit 2; }
 	$(IMGCLF) run $(call flag,RUNNER,--runner) validate $(DIR) $(VALIDATE_FLAGS)
 
-merge-results: $(STAMP)
-	@test -n "$(OUTPUT)" || { echo "usage: make merge-results OUTPUT=results.csv  (after make validate SHARD=i/N OUTPUT=results.csv)"; exit 2; }
-	$(IMGCLF) merge-results $(OUTPUT)
+PAGES_FLAGS = $(call flag,RENDERER,--renderer) $(call flag,BLANK_BYTES,--blank-bytes) \
+  $(call flag,WORKERS,--workers) $(call flag,TIMEOUT,--timeout) $(call flag,MAX_PAGES,--max-pages) \
+  $(call flag,MAX_PAGE_INCHES,--max-page-inches) $(call flag,MEMORY_MB,--memory-mb) \
+  $(call flag,PROGRESS,--progress) $(call flag,LOG_EVERY,--log-every)
+
+pages: $(STAMP)
+	@test -n "$(PDFS)" -a -n "$(OUT)" || { echo "usage: make pages PDFS=dir OUT=dir  (see docs/pdfs.md)"; exit 2; }
+	$(IMGCLF) pages --pdfs $(PDFS) --out $(OUT) $(PAGES_FLAGS) \
+  $(call flag,SHARD,--shard)
 
 demo: $(STAMP)
 	$(IMGCLF) demo $(call flag,DEMO_DIR,--workdir) $(call flag,PROTOCOL,--protocol)

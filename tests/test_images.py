@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from imgclf import images
+from imgclf import contract, images
 
 SIZE = 24
 RED = (220, 30, 30)
@@ -106,3 +106,83 @@ def test_cmyk_jpegs_of_the_shared_dataset_decode_like_pillow(shared_dir):
         if found == 3:
             break
     assert found == 3
+
+
+# --- dimensions from the header, checked before decoding ------------------------------------------
+def with_dimensions(data: bytes, fmt: str, width: int, height: int) -> bytes:
+    """The same file with its header claiming another size (the pixels are never reached)."""
+    data = bytearray(data)
+    if fmt == "JPEG":
+        sof = data.index(b"\xff\xc0")          # baseline frame header: length, precision, height, width
+        data[sof + 5:sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    elif fmt == "PNG":
+        data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    elif fmt == "GIF":
+        data[6:10] = width.to_bytes(2, "little") + height.to_bytes(2, "little")
+    elif fmt == "WEBP":                       # extended (VP8X) canvas: 24-bit sizes minus one
+        assert data[12:16] == b"VP8X"
+        data[24:30] = (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    else:
+        data[18:26] = width.to_bytes(4, "little") + height.to_bytes(4, "little", signed=True)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("fmt, mode", [("JPEG", "RGB"), ("JPEG", "CMYK"), ("PNG", "RGBA"), ("GIF", "P"),
+                                       ("BMP", "RGB")])
+def test_dimensions_are_read_from_the_header(fmt, mode):
+    data = encode(Image.new("RGB", (37, 23), RED).convert(mode), fmt)
+    assert images.encoded_dimensions(tf.constant(data)).numpy().tolist() == [23, 37]
+    assert images.encoded_dimensions(tf.constant(b"not an image")).numpy().tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("mode, lossless, chunk", [("RGB", False, b"VP8 "), ("RGB", True, b"VP8L"),
+                                                   ("RGBA", False, b"VP8X")])
+def test_webp_dimensions_are_read_from_its_first_chunk(mode, lossless, chunk):
+    """TensorFlow decodes WebP too: lossy (VP8), lossless (VP8L), extended (VP8X, here for alpha)."""
+    data = encode(Image.new(mode, (37, 23), (*RED, 128)), "WEBP", lossless=lossless)
+    assert data[12:16] == chunk
+    assert images.encoded_dimensions(tf.constant(data)).numpy().tolist() == [23, 37]
+
+
+def test_a_top_down_bmp_has_its_height_as_a_positive_number():
+    data = with_dimensions(encode(red_square(), "BMP"), "BMP", 40, -30)
+    assert images.encoded_dimensions(tf.constant(data)).numpy().tolist() == [30, 40]
+
+
+@pytest.mark.parametrize("fmt, mode", [("JPEG", "L"), ("PNG", "RGB"), ("GIF", "P"), ("BMP", "RGB"), ("WEBP", "RGBA")])
+def test_an_oversized_image_is_refused_before_decoding_naming_the_limit(fmt, mode):
+    # 60000 x 60000 would be 10.8 GB decoded: the refusal must come before any of it is allocated.
+    small = Image.new("RGBA", (40, 30), (*RED, 128)) if fmt == "WEBP" else Image.new("RGB", (40, 30), RED)
+    huge = with_dimensions(encode(small.convert(mode), fmt), fmt, 60000, 60000)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"image too large: 60000x60000 pixels") as error:
+        preprocess(huge)
+    assert f"the limit is {contract.MAX_IMAGE_PIXELS} pixels" in error.value.message
+
+
+def test_an_image_at_the_limit_passes_and_one_over_it_does_not():
+    data = encode(red_square(), "PNG")    # 40 x 30 = 1200 pixels
+    images.check_encoded(tf.constant(data), 1200)   # eagerly: raises at once, or passes
+    with pytest.raises(tf.errors.InvalidArgumentError, match="40x30 pixels.*the limit is 1199 pixels"):
+        images.check_encoded(tf.constant(data), 1199)
+
+
+def test_an_empty_string_is_refused_by_name():
+    with pytest.raises(tf.errors.InvalidArgumentError, match="empty image: the instance holds 0 bytes"):
+        preprocess(b"")
+    options = images.Preprocessing(SIZE)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="empty image"):
+        images.preprocess_batch(tf.constant([encode(red_square(), "PNG"), b""]), options)
+
+
+def test_a_refusal_reads_in_plain_words_and_other_errors_are_not_one():
+    decode = tf.function(lambda data: images.decode_and_resize(data, images.Preprocessing(SIZE)))
+    huge = with_dimensions(encode(red_square(), "PNG"), "PNG", 60000, 60000)
+    for data, expected in ((huge, "image too large: 60000x60000 pixels (3600 MP); the limit is"),
+                           (b"", "empty image: the instance holds 0 bytes")):
+        with pytest.raises(tf.errors.InvalidArgumentError) as error:
+            decode(tf.constant(data))
+        assert images.refusal(error.value).startswith(expected)
+        assert "node" not in images.refusal(error.value)
+    with pytest.raises(tf.errors.InvalidArgumentError) as error:
+        decode(tf.constant(b"not an image"))
+    assert images.refusal(error.value) is None

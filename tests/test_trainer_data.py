@@ -1,6 +1,7 @@
 """Data discovery: class folders, stable hash splits, unusable files skipped and counted."""
 
 import logging
+import os
 import shutil
 from collections import Counter
 
@@ -8,7 +9,7 @@ import pytest
 from PIL import Image
 
 from imgclf.images import Preprocessing
-from imgclf.trainer.data import DataError, discover, split_of
+from imgclf.trainer.data import DataError, discover, find_class_folders, split_of
 from imgclf.trainer.features import FileProbe
 
 
@@ -88,3 +89,28 @@ def test_class_with_only_unusable_images_is_an_error(tmp_path, probe):
     (tmp_path / "broken" / "b.jpg").write_bytes(b"garbage")
     with pytest.raises(DataError, match="no usable images in class 'broken'"):
         discover(tmp_path, 0, 0, probe)
+
+
+def test_an_unreadable_data_folder_is_a_clear_error(tmp_path):
+    """As a container's user meets a DATA folder it may not read (root reads anything, so as root
+    the check runs in a child that became `nobody`)."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir(mode=0o000)
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:   # the child: never returns into pytest
+        try:
+            if os.geteuid() == 0:
+                os.setuid(65534)
+            find_class_folders(tmp_path)
+            os.write(writing, b"no error")
+        except Exception as error:  # noqa: BLE001 - whatever it is, the parent shows it
+            os.write(writing, f"{type(error).__name__}: {error}".encode())
+        finally:
+            os._exit(0)
+    os.close(writing)
+    os.waitpid(child, 0)
+    with os.fdopen(reading) as said:
+        message = said.read()
+    (tmp_path / "b").chmod(0o755)
+    assert message.startswith("DataError: ") and "cannot be read (Permission denied)" in message, message

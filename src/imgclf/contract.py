@@ -37,8 +37,13 @@ METADATA_FILE = "training_metadata.json"         # assets.extra/: module, hyperp
 REPORT_FILE = "training_report.json"             # assets.extra/: metrics per split, confusion
 CONFUSION_MATRIX_PNG = "confusion_matrix.png"    # assets.extra/
 
-# --- training data -----------------------------------------------------------------------------
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")     # matched in any letter case
+# --- images --------------------------------------------------------------------------------------
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")     # training files, matched in any letter case
+PDF_EXTENSIONS = (".pdf",)                       # classified by their first page (imgclf.pdf)
+# The exported graph refuses, before decoding, an image with more pixels than this (read from its
+# header), in training and in serving. 40 MP holds a 600-dpi A4 scan (7016 x 4961 = 35 MP) and a
+# 40-megapixel photo; decoded as floats such an image is already ~0.5 GB.
+MAX_IMAGE_PIXELS = 40_000_000
 
 # --- version folders ---------------------------------------------------------------------------
 # TF Serving counts only folders whose whole name is an integer ("0042" is version 42); anything
@@ -143,8 +148,8 @@ def parse_labels_file(text: str) -> list[str]:
 
 
 # --- image files -------------------------------------------------------------------------------
-def is_image_file(path: str | os.PathLike) -> bool:
-    return str(path).lower().endswith(IMAGE_EXTENSIONS)
+def is_image_file(path: str | os.PathLike, with_pdfs: bool = False) -> bool:
+    return str(path).lower().endswith(IMAGE_EXTENSIONS + (PDF_EXTENSIONS if with_pdfs else ()))
 
 
 

@@ -22,14 +22,20 @@ class DataError(ValueError):
     """Data that cannot be trained on; the message names the folder or class."""
 
 
-def iter_image_files(root: str | os.PathLike) -> Iterator[Path]:
-    """Image files under root, recursively, in a stable order, without listing everything first."""
+def iter_image_files(root: str | os.PathLike, strict: bool = False, with_pdfs: bool = False) -> Iterator[Path]:
+    """Image files (and PDFs, with_pdfs: imgclf.pdf renders them) under root, recursively, in a
+    stable order, without listing everything first. A folder that cannot be listed is skipped, or
+    with strict raises its OSError."""
     root = Path(root)
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_raise if strict else None):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if contract.is_image_file(name) and not name.startswith("."):
+            if contract.is_image_file(name, with_pdfs) and not name.startswith("."):
                 yield Path(dirpath) / name
+
+
+def _raise(error: OSError) -> None:
+    raise error
 
 
 def split_of(file_name: str, validation_percent: float, test_percent: float) -> str:
@@ -46,10 +52,16 @@ def split_of(file_name: str, validation_percent: float, test_percent: float) -> 
     return "train"
 
 
-def find_class_folders(data_dir: str | os.PathLike) -> dict[str, list[Path]]:
-    """{class name: its image files}, for every sub-folder of data_dir (hidden ones aside)."""
+def find_class_folders(data_dir: str | os.PathLike, with_pdfs: bool = False) -> dict[str, list[Path]]:
+    """{class name: its image files (and PDFs, with_pdfs)}, for every sub-folder of data_dir
+    (hidden ones aside)."""
     root = Path(data_dir)
-    if not root.is_dir():
-        raise DataError(f"{root}: no such folder (expected one sub-folder of images per class)")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    return {folder.name: list(iter_image_files(folder)) for folder in folders}
+    try:
+        if not root.is_dir():
+            raise DataError(f"{root}: no such folder (expected one sub-folder of images per class)")
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return {folder.name: list(iter_image_files(folder, strict=True, with_pdfs=with_pdfs))
+                for folder in folders}
+    except PermissionError as error:
+        raise DataError(f"{error.filename}: cannot be read ({error.strerror}); in a container, the "
+                        f"trainer runs as the owner of MODELS and must be able to read DATA") from None

@@ -44,27 +44,49 @@ def owner(path: Path) -> str:
     return f"{status.st_uid}:{status.st_gid}"
 
 
+def writable_folder(path: Path, what: str, inside: tuple[str, ...] = ()) -> str:
+    """The non-root uid:gid a container writes `path` (and the given folders inside it, where they
+    exist) as: its owner. A folder made here by root is given to the images' own user; an existing
+    one owned by root is refused with the fix: the trainer and client containers never run as root."""
+    if not path.exists():
+        path.mkdir(parents=True)
+        if os.geteuid() == 0:
+            os.chown(path, stack.IMAGE_UID, stack.IMAGE_UID)
+    for folder in [path, *(path / name for name in inside if (path / name).exists())]:
+        if folder.stat().st_uid == 0:
+            raise stack.StackError(
+                f"{what}: {folder} is owned by root, and the containers never run as root. Give it to a "
+                f"non-root user: `chown -R {stack.IMAGE_UID}:{stack.IMAGE_UID} {path}` (the images' own user), "
+                f"or `chown -R $USER {path}` and run make as that user; or use RUNNER=local")
+    return owner(path)
+
+
 def train_invocation(argv: list[str]) -> Invocation:
     paths = argparse.ArgumentParser(prog="imgclf train", add_help=False)
-    for flag in ("--data", "--models", "--module", "--cache-dir", "--log-dir", "--validate", "--model-name"):
+    for flag in ("--data", "--models", "--module", "--cache-dir", "--log-dir", "--validate", "--model-name",
+                 "--pdf-cache"):
         paths.add_argument(flag)
     known, rest = paths.parse_known_args(argv)
     if not known.data:
         raise stack.StackError("train: --data is required (one sub-folder of images per class)")
     models = Path(known.models or TrainSettings().models)
-    models.mkdir(parents=True, exist_ok=True)
+    model_name = contract.validate_model_name(known.model_name or TrainSettings().model_name)
+    user = writable_folder(models, "MODELS", inside=(model_name, ".cache", ".logs"))
     invocation = Invocation()
     invocation.variables.update(DATA=str(Path(known.data).resolve()), MODELS=str(models.resolve()),
-                                IMGCLF_USER=owner(models))
+                                IMGCLF_USER=user)
     if known.model_name:
         invocation.variables["MODEL_NAME"] = contract.validate_model_name(known.model_name)
     if known.module and Path(known.module).exists():
         invocation.mount(known.module, "/module", "--module")
     elif known.module:
         invocation.flags += ["--module", known.module]   # a TF Hub handle, a URL or "scratch"
-    for flag, inside in (("cache_dir", "/cache"), ("log_dir", "/logs")):
+    for flag, inside in (("cache_dir", "/cache"), ("log_dir", "/logs"), ("pdf_cache", "/pdf-cache")):
         if getattr(known, flag):
-            Path(getattr(known, flag)).mkdir(parents=True, exist_ok=True)
+            folder_user = writable_folder(Path(getattr(known, flag)), flag.upper())
+            if folder_user != user:
+                raise stack.StackError(f"{flag.upper()} {getattr(known, flag)} belongs to {folder_user}, MODELS to "
+                                       f"{user}: the trainer writes both as one user; give them one owner")
             invocation.mount(getattr(known, flag), inside, "--" + flag.replace("_", "-"), read_only=False)
     if known.validate:
         invocation.mount(known.validate, "/validate", "--validate")
@@ -77,15 +99,18 @@ def validate_invocation(argv: list[str]) -> Invocation:
     paths.add_argument("dir")
     paths.add_argument("--output")
     paths.add_argument("--model-name")
+    paths.add_argument("--pdf-cache")
     known, rest = paths.parse_known_args(argv)
     invocation = Invocation()
     invocation.variables["DIR"] = str(Path(known.dir).resolve())
+    if known.pdf_cache:   # rendered pages outlive the container
+        Path(known.pdf_cache).mkdir(parents=True, exist_ok=True)
+        invocation.mount(known.pdf_cache, "/pdf-cache", "--pdf-cache", read_only=False)
     if known.model_name:
         invocation.variables["MODEL_NAME"] = contract.validate_model_name(known.model_name)
     if known.output:
         folder = Path(known.output).resolve().parent
-        folder.mkdir(parents=True, exist_ok=True)
-        invocation.variables["IMGCLF_USER"] = owner(folder)
+        invocation.variables["IMGCLF_USER"] = writable_folder(folder, "OUTPUT's folder")
         invocation.mounts += ["-v", f"{folder}:/output"]
         invocation.flags += ["--output", f"/output/{Path(known.output).name}"]
     invocation.flags += rest

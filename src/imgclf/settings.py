@@ -16,6 +16,9 @@ from imgclf import contract
 # A good ImageNet feature-vector module for users with internet. It fixes 224x224 RGB in [0, 1].
 DEFAULT_HUB_MODULE = "https://tfhub.dev/tensorflow/efficientnet/lite0/feature-vector/2"
 SCRATCH_MODULE = "scratch"   # the small built-in backbone trained from scratch (offline fallback)
+# How PDFs become page images everywhere (make pages, train, validate): Ghostscript + ImageMagick 6,
+# the original tool's own programs (docs/pdfs.md has the measurements behind the choice).
+DEFAULT_PDF_RENDERER = "imagemagick"
 
 
 @dataclass
@@ -49,9 +52,13 @@ class TrainSettings:
     warmup_records: int = 8              # WARMUP_RECORDS: real images replayed by the server on load
     log_dir: str = ""                    # LOG_DIR: TensorBoard logs; "" = <models>/.logs/<model_name>
     progress: bool = True                # PROGRESS: progress bar per epoch
+    decode_parallelism: int = 2          # DECODE_PARALLELISM: images decoded at once in training; each
+                                         #   may take up to ~1.4 GB at the 40 MP limit (docs/hostile-inputs.md)
     validate: str = ""                   # VALIDATE: extra held-out folder for the promotion gate
     tolerance: float | None = None       # TOLERANCE: for the gate; None = RolloutSettings.tolerance
     force: bool = False                  # FORCE: publish even when the gate refuses
+    pdf_renderer: str = DEFAULT_PDF_RENDERER   # PDF_RENDERER: how PDFs in DATA become pages
+    pdf_cache: str = ""                  # PDF_CACHE: rendered pages; "" = <models>/.cache/pages
 
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
@@ -68,8 +75,8 @@ def _optional(kind):
     return lambda text: None if text.strip().lower() in ("", "none") else kind(text)
 
 
-_FLAG_TYPES = {"str": str, "int": int, "float": float,
-               "float | None": _optional(float), "int | None": _optional(int)}
+_FLAG_TYPES = {"str": str, "int": int, "float": float, "float | None": _optional(float),
+               "int | None": _optional(int), "bool | None": _optional(parse_bool)}
 
 
 def add_settings_flags(parser: argparse.ArgumentParser, settings_class, helps: dict[str, str] | None = None,
@@ -142,6 +149,27 @@ class ValidateSettings:
     retries: int = 5                         # RETRIES: on connection errors and 503/UNAVAILABLE
     progress: bool | None = None             # PROGRESS: None = when stderr is a terminal
     shard: str = ""                          # SHARD: i/N, this process's share of DIR (client/shards.py)
+    pdf_renderer: str = DEFAULT_PDF_RENDERER   # PDF_RENDERER: how PDFs in DIR become pages
+    pdf_cache: str = ""                      # PDF_CACHE: rendered pages; "" = ~/.cache/imgclf/pages
+
+
+@dataclass
+class PagesSettings:
+    """`make pages` / `imgclf pages`: page 1 of every PDF under PDFS -> OUT/<folder>/<sha1>.jpg.
+    The limits also hold for the PDFs that `make train` and `make validate` render."""
+
+    pdfs: str = ""                           # PDFS: folder of PDFs, searched recursively
+    out: str = ""                            # OUT: images go to OUT/<same sub-folder>/<sha1 of the PDF>.jpg
+    renderer: str = DEFAULT_PDF_RENDERER     # RENDERER: imagemagick (Ghostscript + ImageMagick 6) | pdfium
+    blank_bytes: int = 3000                  # BLANK_BYTES: a page whose JPEG is smaller is blank, dropped
+                                             #   (the original's rule); 0 keeps every page
+    workers: int = 0                         # WORKERS: rendering processes; 0 = one per core
+    timeout: float = 120.0                   # TIMEOUT: seconds one PDF may take; then its worker is killed
+    max_pages: int = 100_000                 # MAX_PAGES: PDFs with more pages are refused (0 = no limit)
+    max_page_inches: float = 100.0           # MAX_PAGE_INCHES: page 1's longer side (0 = no limit)
+    memory_mb: int = 2048                    # MEMORY_MB: address space of each worker and its programs
+    progress: bool | None = None             # PROGRESS: bar on a terminal; else a line per LOG_EVERY files
+    log_every: int = 500                     # LOG_EVERY
 
 
 @dataclass

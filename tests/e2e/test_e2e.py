@@ -36,6 +36,21 @@ def test_compose_file_is_valid_and_serving_binds_loopback(docker_engine):
     assert "condition: service_healthy" in config
 
 
+def test_every_service_is_hardened(docker_engine):
+    """Row 16 of the hardening issue: read-only root filesystem, no capabilities, no privilege gain,
+    a non-root user, /tmp in memory."""
+    import yaml
+
+    services = yaml.safe_load(compose_config("train", "validate"))["services"]
+    for name in ("trainer", "serving", "client"):
+        service = services[name]
+        assert service["read_only"] is True and service["cap_drop"] == ["ALL"], name
+        assert service["security_opt"] == ["no-new-privileges:true"], name
+        assert service["user"] == "10001:10001" and any(t.startswith("/tmp") for t in service["tmpfs"]), name
+        assert all(volume.endswith(":ro") for volume in service["volumes"] if "/models" not in volume), name
+    assert services["serving"]["volumes"][0].endswith("/models:ro")
+
+
 def test_serving_image_variable_selects_the_stand_in(docker_engine, monkeypatch):
     monkeypatch.setenv("SERVING_IMAGE", stack.IMAGES["serving"].default_name)
     config = compose_config()
@@ -50,12 +65,29 @@ def test_runner_turns_host_paths_into_mounts(tmp_path):
     invocation = runner.train_invocation(["--data", str(data), "--models", str(models), "--module", str(module),
                                           "--epochs", "3"])
     assert invocation.variables["DATA"] == str(data) and invocation.variables["MODELS"] == str(models)
-    assert models.is_dir()  # made by the user, so the container writes as its owner
-    assert invocation.variables["IMGCLF_USER"] == f"{os.getuid()}:{os.getgid()}"
+    # Made here for the user, so the container writes as its owner: the user, or, when root runs
+    # make, the images' own non-root user.
+    assert models.is_dir()
+    expected = stack.IMAGE_UID if os.geteuid() == 0 else os.getuid()
+    assert invocation.variables["IMGCLF_USER"] == f"{expected}:{stack.IMAGE_UID if os.geteuid() == 0 else os.getgid()}"
     assert invocation.mounts == ["-v", f"{module}:/module:ro"]
     assert invocation.flags == ["--module", "/module", "--epochs", "3"]
     hub = runner.train_invocation(["--data", str(data), "--models", str(models), "--module", "scratch"])
     assert hub.mounts == [] and hub.flags == ["--module", "scratch"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can make a folder owned by root")
+def test_runner_refuses_a_root_owned_models_folder_with_the_fix(tmp_path):
+    data, models = tmp_path / "data", tmp_path / "models"
+    data.mkdir()
+    (models / "image_classifier").mkdir(parents=True)   # made by root, before the runner
+    with pytest.raises(stack.StackError, match=r"owned by root.*chown -R 10001:10001"):
+        runner.train_invocation(["--data", str(data), "--models", str(models)])
+    os.chown(models, 1234, 1234)   # a user's folder, but a version folder inside left by root
+    with pytest.raises(stack.StackError, match=f"{models / 'image_classifier'} is owned by root"):
+        runner.train_invocation(["--data", str(data), "--models", str(models)])
+    os.chown(models / "image_classifier", 1234, 1234)
+    assert runner.train_invocation(["--data", str(data), "--models", str(models)]).variables["IMGCLF_USER"] == "1234:1234"
 
 
 def test_runner_shows_host_paths_for_container_paths():
@@ -100,6 +132,49 @@ def test_images_run_as_non_root_and_the_client_carries_no_tensorflow(docker_engi
             assert container.wait(timeout=60)["StatusCode"] == (0 if present else 1), (image, module)
         finally:
             container.remove(force=True)
+
+
+def test_the_trainer_image_refuses_to_run_as_root(docker_engine, images):
+    container = docker_engine.containers.run(images["TRAINER_IMAGE"], ["--data", "/tmp"], user="0:0", detach=True)
+    try:
+        assert container.wait(timeout=120)["StatusCode"] == 2
+        assert "refusing to run as root" in container.logs().decode()
+    finally:
+        container.remove(force=True)
+
+
+def test_the_trainer_container_in_4_gib_skips_huge_images_and_publishes(docker_engine, images, trained_model,
+                                                                        tmp_path):
+    """Rows 12 and 13 of the hardening issue: a 20000x20000 JPEG and a 23000x23000 PNG among the
+    training images, the trainer hardened as compose runs it and limited to 4 GiB."""
+    from hostile_files import huge_jpeg, huge_png
+
+    data, models = tmp_path / "data", tmp_path / "models"
+    shutil.copytree(trained_model.data_dir, data)
+    data.chmod(0o755)   # a pytest folder is private to its owner; the trainer runs as 10001
+    huge_jpeg(data / trained_model.labels[0] / "huge.jpg")
+    huge_png(data / trained_model.labels[1] / "huge.png")
+    models.mkdir()
+    user = f"{os.getuid()}:{os.getgid()}"
+    if os.geteuid() == 0:
+        os.chown(models, stack.IMAGE_UID, stack.IMAGE_UID)
+        user = f"{stack.IMAGE_UID}:{stack.IMAGE_UID}"
+    container = docker_engine.containers.run(
+        images["TRAINER_IMAGE"], ["--data", "/data", "--models", "/models", "--module", "scratch",
+                                  "--image-size", "32", "--epochs", "2", "--progress", "0"],
+        user=user, mem_limit="4g", memswap_limit="4g", read_only=True, tmpfs={"/tmp": ""}, cap_drop=["ALL"],
+        security_opt=["no-new-privileges:true"], detach=True,
+        volumes={str(data): {"bind": "/data", "mode": "ro"}, str(models): {"bind": "/models", "mode": "rw"}})
+    try:
+        status = container.wait(timeout=900)
+        container.reload()
+        logs = container.logs().decode(errors="replace")
+        assert status["StatusCode"] == 0 and not container.attrs["State"]["OOMKilled"], logs[-3000:]
+    finally:
+        container.remove(force=True)
+    for side in (20000, 23000):
+        assert f"image too large: {side}x{side} pixels" in logs
+    assert re.search(r"^/models/image_classifier/\d+$", logs, re.MULTILINE), logs[-2000:]
 
 
 def test_stand_in_honours_the_official_entrypoint_contract(docker_engine, images, trained_model, tmp_path):

@@ -57,7 +57,7 @@ def build_parser(command: str = "validate") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"imgclf {command}", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Send every image under DIR to the model server and report.")
-    parser.add_argument("dir", metavar="DIR", help="folder of .jpg/.jpeg/.png files, searched recursively; "
+    parser.add_argument("dir", metavar="DIR", help="folder of .jpg/.jpeg/.png/.pdf files, searched recursively; "
                         "sub-folders named after the labels give accuracy")
     parser.add_argument("--server", default=d.server, help=f"REST endpoint (default {d.server})")
     parser.add_argument("--grpc-server", default=d.grpc_server,
@@ -85,6 +85,11 @@ def build_parser(command: str = "validate") -> argparse.ArgumentParser:
                         help=f"retries with backoff on connection errors and 503/UNAVAILABLE (default {d.retries})")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=d.progress,
                         help="progress bar on stderr (default: when stderr is a terminal)")
+    parser.add_argument("--pdf-renderer", default=d.pdf_renderer,
+                        help=f"how PDFs under DIR become their first page's image (default {d.pdf_renderer}; "
+                             "docs/pdfs.md)")
+    parser.add_argument("--pdf-cache", default=d.pdf_cache,
+                        help="where rendered pages are kept (default ~/.cache/imgclf/pages)")
     parser.add_argument("--shard", type=_shard, default=d.shard, metavar="i/N",
                         help="send only shard i of N (0 <= i < N) of DIR's files, chosen by a hash of each "
                              "file's path relative to DIR; with --output, writes <name>.shard-<i>-of-<N><ext> "

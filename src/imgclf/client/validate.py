@@ -24,6 +24,7 @@ from imgclf.client.base import (
 from imgclf.client.metrics import RunMetrics
 from imgclf.client.output import ResultWriter, check_output_path, open_writer
 from imgclf.client.report import format_report
+from imgclf.pdf import store as pdf_store
 from imgclf.settings import ValidateSettings
 
 EXIT_OK = 0
@@ -58,7 +59,7 @@ class BatchOutcome:
     requests: list[tuple[float, int]] = field(default_factory=list)   # (seconds, request bytes)
 
 
-def predict_batch(client, root: Path, paths: list[Path]) -> BatchOutcome:
+def predict_batch(client, root: Path, paths: list[Path], read=files.read_file) -> BatchOutcome:
     """Predictions for one batch of files, in the order given.
 
     When the server rejects the batch (one bad file fails the whole request), each image is sent
@@ -67,7 +68,7 @@ def predict_batch(client, root: Path, paths: list[Path]) -> BatchOutcome:
     outcome = BatchOutcome([ImageResult(str(path), files.true_label(path, root)) for path in paths])
     readable: list[tuple[ImageResult, bytes]] = []
     for result, path in zip(outcome.results, paths):
-        data, problem = files.read_file(path)
+        data, problem = read(path)   # a PDF's bytes are its first page's JPEG
         if problem:
             result.error = problem
         else:
@@ -148,12 +149,14 @@ class Run:
         except ClientError as error:
             self.note(f"imgclf validate: {error}")
             return EXIT_USAGE
+        pdfs = pdf_store.for_command(settings.pdf_renderer, settings.pdf_cache, progress=False)
         try:
-            return self._execute(client)
+            return self._execute(client, pdfs)
         finally:
+            pdfs.close()
             client.close()
 
-    def _execute(self, client) -> int:
+    def _execute(self, client, pdfs) -> int:
         settings = self.settings
         try:
             version = wait_until_available(
@@ -170,13 +173,14 @@ class Run:
         except OSError as error:
             self.note(f"imgclf validate: OUTPUT {self.output}: {error.strerror or error}")
             return EXIT_USAGE
-        total = files.count_image_files(self.root, settings.shard) if self._progress_wanted() else None
+        wanted = self._progress_wanted()
+        total = files.count_image_files(self.root, settings.shard, with_pdfs=True) if wanted else None
         bar = tqdm(total=total, unit="img", file=self.stderr, disable=not self._progress_wanted(),
                    dynamic_ncols=True)
         self.metrics = RunMetrics()
-        batches = files.iter_batches(files.image_files(self.root, settings.shard), settings.batch)
+        batches = files.iter_batches(files.image_files(self.root, settings.shard, with_pdfs=True), settings.batch)
         outcomes = files.ordered_bounded_map(
-            lambda paths: predict_batch(client, self.root, paths), batches, settings.concurrency)
+            lambda paths: predict_batch(client, self.root, paths, pdfs.image_bytes), batches, settings.concurrency)
         interrupted = False
         try:
             for outcome in outcomes:
@@ -239,7 +243,8 @@ class Run:
         metrics, settings = self.metrics, self.settings
         code = EXIT_OK
         if metrics.images == 0:
-            self.note(f"imgclf validate: no {'/'.join(contract.IMAGE_EXTENSIONS)} files under {settings.dir}")
+            self.note(f"imgclf validate: no {'/'.join(contract.IMAGE_EXTENSIONS + contract.PDF_EXTENSIONS)} "
+                      f"files under {settings.dir}")
             code = EXIT_FAILED
         if metrics.errors:
             self.note(f"imgclf validate: {metrics.errors} of {metrics.images} images failed (lines ERROR)")

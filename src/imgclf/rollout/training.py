@@ -8,6 +8,7 @@ candidate stays staged, for `make publish FORCE=1` to overrule when the refusal 
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,11 +47,20 @@ def publish_trained(result, settings: TrainSettings, say: Callable[[str], None] 
                      result.report, result.metadata)
 
 
+def root_refused() -> str | None:
+    """Where the trainer image asks for it (IMGCLF_REFUSE_ROOT=1), running as root is refused."""
+    if os.environ.get("IMGCLF_REFUSE_ROOT") == "1" and os.geteuid() == 0:
+        return ("refusing to run as root in the trainer container: run it as the owner of the models "
+                "folder (compose: IMGCLF_USER=uid:gid, which `make train` sets; the image's own user "
+                "is 10001:10001)")
+    return None
+
+
 def main(argv: list[str], command: str = "train") -> int:
     from imgclf.trainer.cli import build_parser, configure_logging, settings_problem
 
     settings = TrainSettings(**vars(build_parser(command).parse_args(argv)))
-    problem = settings_problem(settings)
+    problem = settings_problem(settings) or root_refused()
     if problem:
         print(f"imgclf {command}: {problem}", file=sys.stderr)
         return 2

@@ -29,6 +29,8 @@ def settings_problem(settings: TrainSettings) -> str | None:
         return f"--layout-grid {settings.layout_grid}: must be 0 (off) or a grid side such as 32"
     if not 0.0 <= settings.layout_weight <= 1.0:
         return f"--layout-weight {settings.layout_weight}: must lie between 0 and 1"
+    if settings.decode_parallelism < 1:
+        return f"--decode-parallelism {settings.decode_parallelism}: must be 1 or more"
     return None
 
 

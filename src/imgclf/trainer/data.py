@@ -12,7 +12,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 from imgclf import contract
 # Class folders and splits are read the same way by the promotion gate: they live at the bottom.
@@ -52,33 +52,45 @@ class Dataset:
                 "skipped_files": [{"file": str(p), "reason": why} for p, why in self.skipped]}
 
 
+ImagesOf = Callable[[Iterable[Path]], Iterator[tuple[Path, "Path | None", "str | None"]]]
+
+
 def discover(data_dir: str | Path, validation_percent: float, test_percent: float,
-             probe: Callable[[Path], tuple[str, str | None]]) -> Dataset:
+             probe: Callable[[Path], tuple[str, str | None]], images_of: ImagesOf | None = None) -> Dataset:
     """Every usable image under data_dir with its label, split and content digest.
 
     probe(path) returns (sha256 of the bytes, None) for a usable file, else (digest, the reason to
-    skip it); the reason is logged as one warning and kept in Dataset.skipped.
+    skip it); the reason is logged as one warning and kept in Dataset.skipped. images_of(files)
+    gives (file, the image to read for it or None, why not) for each file: a PDF's is its first
+    page, rendered (imgclf.pdf.store.PdfImages.image_paths); without it files are their own images.
     """
-    files = find_class_folders(data_dir)
+    files = find_class_folders(data_dir, with_pdfs=images_of is not None)
     with_files = {name: paths for name, paths in files.items() if paths}
     if len(with_files) < 2:
         raise DataError(
             f"{data_dir}: found {len(with_files)} class folder(s) with images "
             f"({', '.join(sorted(with_files)) or 'none'}); need two or more sub-folders of "
-            f"{'/'.join(contract.IMAGE_EXTENSIONS)} files, one per class")
+            f"{'/'.join(contract.IMAGE_EXTENSIONS + contract.PDF_EXTENSIONS)} files, one per class")
     labels = contract.label_order(files)
     dataset = Dataset(labels=labels, examples=[])
+    everything = [path for paths in files.values() for path in paths]
+    images = {path: (image, why) for path, image, why in (images_of or _as_they_are)(everything)}
     for label_index, label in enumerate(labels):
         for path in files[label]:
-            digest, reason = probe(path)
+            image, reason = images[path]
+            digest, reason = probe(image) if image is not None else ("", reason)
             if reason:
                 log.warning("skipping %s: %s", path, reason)
                 dataset.skipped.append((path, reason))
                 continue
             split = split_of(path.name, validation_percent, test_percent)
-            dataset.examples.append(Example(path, label_index, split, digest))
+            dataset.examples.append(Example(image, label_index, split, digest))
     check_trainable(dataset, data_dir)
     return dataset
+
+
+def _as_they_are(paths: Iterable[Path]) -> Iterator[tuple[Path, Path, None]]:
+    return ((path, path, None) for path in paths)
 
 
 def check_trainable(dataset: Dataset, data_dir: str | Path) -> None:

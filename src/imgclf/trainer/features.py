@@ -19,18 +19,24 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from imgclf import images
+from imgclf.settings import TrainSettings
 from imgclf.trainer.backbone import Backbone
 from imgclf.trainer.data import Example
 
 _CACHE_FORMAT = 1   # bump when what a cached file holds changes
 
 
-def image_dataset(paths: Sequence[str | Path], options: images.Preprocessing) -> tf.data.Dataset:
-    """Decoded images [size, size, 3], one per path in order; files are read and decoded in
-    parallel."""
+def image_dataset(paths: Sequence[str | Path], options: images.Preprocessing,
+                  parallel_decodes: int = TrainSettings.decode_parallelism) -> tf.data.Dataset:
+    """Decoded images [size, size, 3], one per path in order; files are read and decoded
+    parallel_decodes at a time.
+
+    For whoever reworks this pipeline: keep the parallelism of the map that decodes a bounded
+    number, never AUTOTUNE. Only the images inside that map exist at full size (up to
+    contract.MAX_IMAGE_PIXELS each, ~1.4 GB as floats); what follows holds resized ones."""
     files = tf.data.Dataset.from_tensor_slices([str(p) for p in paths])
     return files.map(lambda path: images.decode_and_resize(tf.io.read_file(path), options),
-                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                     num_parallel_calls=parallel_decodes, deterministic=True)
 
 
 class FeatureCache:
@@ -82,20 +88,26 @@ class FileProbe:
         if self.cache is not None and self.cache.has(digest):
             return digest, None
         try:
+            # The graph reads the size from the header first and refuses an oversized image
+            # before decoding it: a 20000x20000 JPEG is never decoded (it took 7 GB).
             self._decode(tf.constant(data))
         except tf.errors.OpError as error:
+            refused = images.refusal(error)
+            if refused:
+                return digest, refused
             first_line = (error.message or type(error).__name__).strip().splitlines()[0]
             return digest, f"not a decodable image ({first_line})"
         return digest, None
 
 
 def compute_features(examples: Sequence[Example], backbone: Backbone, options: images.Preprocessing,
-                     cache: FeatureCache, batch_size: int, progress: bool = True) -> np.ndarray:
+                     cache: FeatureCache, batch_size: int, progress: bool = True,
+                     parallel_decodes: int = TrainSettings.decode_parallelism) -> np.ndarray:
     """Features [N, D] in the order of examples; the backbone runs only on images not in the cache."""
     missing = {e.digest: e.path for e in examples if not cache.has(e.digest)}
     if missing:
         digests = list(missing)
-        batches = image_dataset([missing[d] for d in digests], options).batch(batch_size)
+        batches = image_dataset([missing[d] for d in digests], options, parallel_decodes).batch(batch_size)
         batches = batches.prefetch(tf.data.AUTOTUNE)
         extract = tf.function(lambda batch: backbone.layer(batch, training=False), reduce_retracing=True)
         done = 0

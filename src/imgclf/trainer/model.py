@@ -13,6 +13,7 @@ import tf_keras as keras
 from tqdm import tqdm
 
 from imgclf import images
+from imgclf.settings import TrainSettings
 from imgclf.trainer.backbone import Backbone
 
 
@@ -167,8 +168,11 @@ def feature_batches(features: np.ndarray, targets: np.ndarray, batch_size: int, 
 
 
 def image_batches(paths: Sequence[str], targets: np.ndarray, options: images.Preprocessing,
-                  batch_size: int, *, shuffle_seed: int | None, augment: bool) -> tf.data.Dataset:
-    """Decoded (and, when asked, augmented) images with their targets; decoding runs in parallel."""
+                  batch_size: int, *, shuffle_seed: int | None, augment: bool,
+                  parallel_decodes: int = TrainSettings.decode_parallelism) -> tf.data.Dataset:
+    """Decoded (and, when asked, augmented) images with their targets; parallel_decodes images are
+    decoded at a time. Keep that bounded, never AUTOTUNE: each may be up to
+    contract.MAX_IMAGE_PIXELS at full size (see features.image_dataset)."""
     batches = tf.data.Dataset.from_tensor_slices(([str(p) for p in paths], targets))
     if shuffle_seed is not None:   # shuffle names, not decoded images: no big buffer
         batches = batches.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
@@ -177,7 +181,7 @@ def image_batches(paths: Sequence[str], targets: np.ndarray, options: images.Pre
         image = images.decode_and_resize(tf.io.read_file(path), options)
         return (augment_image(image) if augment else image), target
 
-    return batches.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return batches.map(load, num_parallel_calls=parallel_decodes).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def augment_image(image: tf.Tensor) -> tf.Tensor:

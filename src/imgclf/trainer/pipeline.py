@@ -16,6 +16,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from imgclf import contract, images, model_store, settings as settings_module
+from imgclf.pdf import store as pdf_store
 from imgclf.settings import TrainSettings
 from imgclf.trainer import export, model, report
 from imgclf.trainer.backbone import Backbone, load_backbone
@@ -56,8 +57,9 @@ def train(settings: TrainSettings) -> TrainResult:
                              quadrants=settings.quadrants, layout_grid=settings.layout_grid)
     options = images.Preprocessing(backbone.image_size, settings.grayscale)
     cache = None if backbone.is_scratch else FeatureCache(feature_cache_dir(settings), backbone, options)
-    dataset = discover(settings.data, settings.validation_percent, settings.test_percent,
-                       FileProbe(options, cache))
+    with pdf_store.for_command(settings.pdf_renderer, pdf_cache_dir(settings), settings.progress) as pdfs:
+        dataset = discover(settings.data, settings.validation_percent, settings.test_percent,
+                           FileProbe(options, cache), images_of=pdfs.image_paths)
     log_dir = run_log_dir(settings)
     trained = fit_classifier(dataset, backbone, options, cache, settings, log_dir)
     run_report = build_report(dataset, trained)
@@ -81,6 +83,11 @@ def train(settings: TrainSettings) -> TrainResult:
 
 def feature_cache_dir(settings: TrainSettings) -> Path:
     return Path(settings.cache_dir) if settings.cache_dir else Path(settings.models) / ".cache" / "features"
+
+
+def pdf_cache_dir(settings: TrainSettings) -> Path:
+    """PDFs in DATA are rendered once, into <models>/.cache/pages unless PDF_CACHE says."""
+    return Path(settings.pdf_cache) if settings.pdf_cache else Path(settings.models) / ".cache" / "pages"
 
 
 def run_log_dir(settings: TrainSettings) -> str:
@@ -119,7 +126,7 @@ def fit_classifier(dataset: Dataset, backbone: Backbone, options: images.Preproc
     if on_features:
         begun = time.perf_counter()
         vectors = compute_features(dataset.examples, backbone, options, cache, settings.batch_size,
-                                   settings.progress)
+                                   settings.progress, settings.decode_parallelism)
         features_seconds = time.perf_counter() - begun
         features = dict(zip((e.digest for e in dataset.examples), vectors))
         for branch in branches:
@@ -154,7 +161,8 @@ def image_batches(examples: list[Example], k: int, options: images.Preprocessing
                   settings: TrainSettings, shuffle: bool = False, augment: bool = False) -> tf.data.Dataset:
     targets = model.one_hot([e.label_index for e in examples], k)
     return model.image_batches([str(e.path) for e in examples], targets, options, settings.batch_size,
-                               shuffle_seed=settings.seed if shuffle else None, augment=augment)
+                               shuffle_seed=settings.seed if shuffle else None, augment=augment,
+                               parallel_decodes=settings.decode_parallelism)
 
 
 def build_report(dataset: Dataset, trained: Trained) -> dict:

@@ -1,0 +1,86 @@
+"""`imgclf pages --pdfs DIR --out DIR [options]`: flags map one to one onto settings.PagesSettings.
+
+Exit status: 0 the run finished (files that gave no page are listed and counted, not fatal);
+1 PDFS held no file at all; 2 bad usage or the renderer is not installed."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from imgclf.pdf.problems import PageProblem
+from imgclf.pdf.render import RENDERERS
+from imgclf.settings import PagesSettings, add_settings_flags
+
+
+def build_parser(command: str = "pages") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"imgclf {command}", epilog=__doc__.split("\n\n", 1)[1],
+        description="Render page 1 of every PDF under --pdfs as the original tool did, into "
+                    "--out/<same sub-folder>/<sha1 of the PDF>.jpg. Defaults: imgclf/settings.py.")
+    add_settings_flags(parser, PagesSettings)
+    return parser
+
+
+def settings_problem(settings: PagesSettings) -> str | None:
+    if not settings.pdfs or not settings.out:
+        return "--pdfs and --out are required (make pages PDFS=dir OUT=dir)"
+    if not Path(settings.pdfs).is_dir():
+        return f"--pdfs {settings.pdfs}: no such folder"
+    if settings.renderer not in RENDERERS:
+        return f"--renderer {settings.renderer!r}: use one of {', '.join(RENDERERS)}"
+    if settings.timeout <= 0 or settings.workers < 0 or settings.log_every < 1:
+        return "--timeout must be positive, --workers 0 or more, --log-every 1 or more"
+    return None
+
+
+def main(argv: list[str], command: str = "pages") -> int:
+    from imgclf.pdf.pages import PagesRun, iter_files, summary
+
+    settings = PagesSettings(**vars(build_parser(command).parse_args(argv)))
+    problem = settings_problem(settings)
+    if problem:
+        print(f"imgclf {command}: {problem}", file=sys.stderr)
+        return 2
+    out = Path(settings.out).resolve()
+    root = Path(settings.pdfs)
+    total = sum(1 for _ in iter_files(root, skip=out))
+    if total == 0:
+        print(f"imgclf {command}: no files under {settings.pdfs}", file=sys.stderr)
+        return 1
+    interactive = settings.progress if settings.progress is not None else sys.stderr.isatty()
+    bar = tqdm(total=total, unit="pdf", file=sys.stderr, disable=not interactive, dynamic_ncols=True)
+    try:
+        run = PagesRun(settings, report=lambda line: (bar.write if interactive else _err)(line))
+    except PageProblem as error:
+        print(f"imgclf {command}: {error}", file=sys.stderr)
+        return 2
+    run.tally.files = total
+
+    def on_progress() -> None:
+        bar.update(1)
+        if not interactive and run.tally.done % settings.log_every == 0:
+            _err(f"pages: {run.tally.line()}")
+
+    try:
+        tally = run.execute(iter_files(root, skip=out), on_progress)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"imgclf {command}: interrupted; run again to go on where it stopped", file=sys.stderr)
+        return 130
+    bar.close()
+    print(summary(tally, settings, run_workers(settings)), flush=True)
+    return 0
+
+
+def run_workers(settings: PagesSettings) -> int:
+    import os
+
+    return settings.workers or os.cpu_count() or 1
+
+
+def _err(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
