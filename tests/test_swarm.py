@@ -15,7 +15,7 @@ import yaml
 from imgclf import contract, swarm
 from imgclf.data_folders import iter_image_files
 from imgclf.settings import SwarmSettings
-from imgclf.swarm_traffic import Counts, Traffic, clients_for
+from imgclf.swarm.traffic import Counts, Traffic, clients_for
 
 REPO = Path(__file__).resolve().parents[1]
 STACK = REPO / swarm.STACK_FILE

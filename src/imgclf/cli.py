@@ -25,21 +25,29 @@ COMMANDS = {
     "e2e": ("imgclf.e2e", "the Docker Compose stack end to end on a Docker engine"),
     "run": ("imgclf.runner", "train or validate through Docker Compose, or locally (RUNNER)"),
     "swarm": ("imgclf.swarm", "the serving stack on a Docker Swarm: deploy, status, down"),
-    "swarm-e2e": ("imgclf.swarm_e2e", "deploy/swarm on a real multi-node swarm, under traffic"),
+    "swarm-e2e": ("imgclf.swarm.e2e", "deploy/swarm on a real multi-node swarm, under traffic"),
     "k8s-check": ("imgclf.kube", "render the Kubernetes manifests and check them offline"),
 }
 
 
+# What imgclf.swarm adds to commands of layers below it (which must not import it), composed here at
+# the top: `imgclf status` also shows every replica of the serving stack when DOCKER_HOST is a swarm
+# manager running it; `imgclf run --runner swarm` runs train or validate as swarm jobs.
 def _with_swarm_view() -> None:
-    """`imgclf status` also shows every replica of the serving stack when DOCKER_HOST is a swarm
-    manager running it (imgclf.swarm sits above rollout, so it is composed in here, at the top)."""
     from imgclf import swarm
     from imgclf.rollout import cli as rollout_cli
 
     rollout_cli.STATUS_VIEWS.append(swarm.status_view)
 
 
-COMPOSED = {"status": _with_swarm_view}
+def _with_swarm_runner() -> None:
+    from imgclf import runner
+    from imgclf.swarm import jobs
+
+    runner.EXTRA_RUNNERS["swarm"] = jobs.main
+
+
+COMPOSED = {"status": _with_swarm_view, "run": _with_swarm_runner}
 
 
 def usage() -> str:

@@ -1,6 +1,6 @@
 """`make train` and `make validate`: through the Docker Compose stack when a Docker engine is
 reachable, in this Python environment otherwise; RUNNER=docker|local decides instead (RUNNER=swarm:
-one-off jobs on a Docker Swarm, src/imgclf/swarm_jobs.py).
+one-off jobs on a Docker Swarm, which imgclf.cli adds from imgclf.swarm.jobs).
 
     imgclf run [--runner docker|local|swarm] train|validate [the command's own flags]
 
@@ -21,7 +21,9 @@ from pathlib import Path
 from imgclf import contract, stack
 from imgclf.settings import StackSettings, TrainSettings
 
-RUNNERS = ("docker", "local", "swarm")
+RUNNERS = ("docker", "local")
+# Runners that layers above add (imgclf.cli composes them in): name -> main(target, flags).
+EXTRA_RUNNERS: dict = {}
 COMMANDS = ("train", "validate")
 
 
@@ -179,17 +181,15 @@ def choose_runner(requested: str) -> str:
 
 def main(argv: list[str], command: str = "run") -> int:
     parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runner", choices=("", *RUNNERS), default=stack.settings_from_environment().runner,
+    parser.add_argument("--runner", choices=("", *RUNNERS, *EXTRA_RUNNERS), default=stack.settings_from_environment().runner,
                         help="RUNNER: docker, local, swarm (jobs on the swarm DOCKER_HOST manages), or empty = "
                              "docker when an engine is reachable")
     parser.add_argument("target", choices=COMMANDS)
     parser.add_argument("flags", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     runner = choose_runner(args.runner)
-    if runner == "swarm":   # one-off jobs on the swarm the stack runs on (src/imgclf/swarm_jobs.py)
-        from imgclf import swarm_jobs
-
-        return swarm_jobs.main(args.target, args.flags)
+    if runner in EXTRA_RUNNERS:   # e.g. swarm: one-off jobs on the swarm the stack runs on
+        return EXTRA_RUNNERS[runner](args.target, args.flags)
     if runner == "local":
         from imgclf import cli
 

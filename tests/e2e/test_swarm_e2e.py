@@ -16,8 +16,8 @@ import pytest
 
 from imgclf import stack, swarm
 from imgclf.data_folders import iter_image_files
-from imgclf.swarm_cluster import LABEL
-from imgclf.swarm_traffic import Traffic, clients_for
+from imgclf.swarm.cluster import LABEL
+from imgclf.swarm.traffic import Traffic, clients_for
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -26,7 +26,6 @@ REGISTRY_ALIAS = "registry"
 REGISTRY = f"{REGISTRY_ALIAS}:5000"        # as the nodes name it
 LABEL = "org.imgclf.swarm-e2e"             # on every container, volume and network it makes
 NODE_SOCKET_FOLDER = "/imgclf-node"        # where a node's engine also listens, seen by the host
-SHARED_IN_NODES = "/shared"                # the shared folder's path on every node
 # Every capability but CAP_SYS_RESOURCE, which this kind of kernel does not grant to containers.
 NODE_CAPABILITIES = (
     "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
@@ -127,7 +126,8 @@ class Cluster:
             device_cgroup_rules=["a *:* rwm"], tmpfs={"/run": ""},
             volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
                      str(sockets): {"bind": NODE_SOCKET_FOLDER, "mode": "rw"},
-                     str(self.shared): {"bind": SHARED_IN_NODES, "mode": "rw"},
+                     # the shared folder at the same path on every node, as a real share is mounted
+                     str(self.shared): {"bind": str(self.shared), "mode": "rw"},
                      f"{name}-docker": {"bind": "/var/lib/docker", "mode": "rw"}},
             # no-new-privileges for every container the node runs: `docker stack deploy` cannot
             # set it per service (it drops security_opt).

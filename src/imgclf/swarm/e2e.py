@@ -1,7 +1,7 @@
 """`imgclf swarm-e2e` / `make swarm-e2e`: the Swarm deployment on a real multi-node swarm.
 
 Builds a swarm of Docker engines in containers on this machine (one manager, two workers, a
-registry: src/imgclf/swarm_cluster.py), pushes the images to the registry, trains two small
+registry: imgclf.swarm.cluster), pushes the images to the registry, trains two small
 versions, and deploys deploy/swarm with `imgclf swarm deploy`. Then, under continuous REST and gRPC
 traffic through the balancer, it publishes a version, rolls it back, scales 1 -> 3, measures how
 requests spread over the replicas, rolls the service over (start-first) and kills a worker node,
@@ -31,8 +31,8 @@ from pathlib import Path
 from imgclf import contract, model_store, stack, swarm
 from imgclf.data_folders import iter_image_files
 from imgclf.settings import SwarmE2ESettings, SwarmSettings, add_settings_flags
-from imgclf.swarm_cluster import SHARED_IN_NODES, Cluster
-from imgclf.swarm_traffic import Counts, Traffic, clients_for
+from imgclf.swarm.cluster import Cluster
+from imgclf.swarm.traffic import Counts, Traffic, clients_for
 
 POLL_SECONDS = 0.25
 SETTLE_SECONDS = 2.0        # traffic kept running after a change has converged
@@ -95,7 +95,7 @@ class Run:
         self.models = self.cluster.shared / "models"
         self.store = model_store.open_model(self.models, contract.DEFAULT_MODEL_NAME)
         self.stack_settings = SwarmSettings(stack=f"imgclf-e2e-{self.cluster.run_id}", replicas=settings.replicas,
-                                            models=str(self.models), models_device=f"{SHARED_IN_NODES}/models",
+                                            models=str(self.models),
                                             network=f"imgclf-e2e-{self.cluster.run_id}", bind="0.0.0.0",
                                             wait=settings.timeout)
         self.trained: list[Path] = []
@@ -455,30 +455,39 @@ class Run:
             raise SwarmE2EFailure(f"the service did not keep answering: {self._counts_text(counts)}\n"
                                   + "\n".join(self.traffic.errors))
 
+    def make(self, *arguments: str) -> str:
+        """`make <arguments>` as a user on the manager runs it (DOCKER_HOST, the stack's names and
+        images as Make variables); its output; SwarmE2EFailure unless it exits 0."""
+        variables = {"STACK": self.stack_settings.stack, "NETWORK": self.stack_settings.network,
+                     "MODELS": str(self.models), "TRAINER_IMAGE": self.stack_settings.trainer_image,
+                     "CLIENT_IMAGE": self.stack_settings.client_image, "RUNNER": "swarm"}
+        command = ["make", "--no-print-directory", *arguments, *(f"{k}={v}" for k, v in variables.items())]
+        self.say("$ " + " ".join(command))
+        result = subprocess.run(command, cwd=self.root, capture_output=True, text=True, timeout=self.settings.timeout,
+                                env={**os.environ, "DOCKER_HOST": f"unix://{self.cluster.manager.socket}"})
+        self.say("\n".join("   | " + line for line in (result.stdout + result.stderr).splitlines()[-40:]))
+        if result.returncode != 0:
+            raise SwarmE2EFailure(f"`make {' '.join(arguments)}` exited {result.returncode}:\n{result.stderr[-3000:]}")
+        return result.stdout
+
     def train_job_under_traffic(self) -> None:
         """`make train RUNNER=swarm`: the trainer as a one-off job on any node, reading its data from
         the shared folder and publishing into the shared models volume; every replica takes the
         version up."""
-        from imgclf import swarm_jobs
-
-        data = f"{SHARED_IN_NODES}/data"
-        shutil.copytree(self.work / "data", self.cluster.shared / "data")
+        data = self.cluster.shared / "data"
+        shutil.copytree(self.work / "data", data)
         subprocess.run(["chown", "-R", "10001:10001", str(self.models)], check=True)   # the job's user writes
-        job = swarm_jobs.train_job(["--data", data, "--module", "scratch", "--image-size", str(self.settings.image_size),
-                                    "--epochs", str(self.settings.epochs), "--seed", "3", "--force", "1"],
-                                   self.stack_settings)
-        def train():
-            code, output = swarm.finish_job(swarm.start_job(self.manager, self.stack_settings, job, self.say),
-                                            self.settings.timeout)
-            if code != 0:
-                raise SwarmE2EFailure(f"the trainer job exited {code}:\n{output[-3000:]}")
-            published = re.findall(rf"^/models/{contract.DEFAULT_MODEL_NAME}/(\d+)$", output, re.MULTILINE)
+
+        def train() -> int:
+            output = self.make("train", f"DATA={data}", "MODULE=scratch", f"IMAGE_SIZE={self.settings.image_size}",
+                               f"EPOCHS={self.settings.epochs}", "SEED=3", "FORCE=1")
+            published = re.findall(rf"^{re.escape(str(self.store.location))}/(\d+)$", output, re.MULTILINE)
             if not published:
-                raise SwarmE2EFailure(f"the trainer job printed no published version:\n{output[-3000:]}")
+                raise SwarmE2EFailure(f"`make train RUNNER=swarm` printed no published version:\n{output[-3000:]}")
             return int(published[-1])
 
         figures = self.change_under_traffic("train job under traffic", train, 3, lambda version: [version])
-        self.report.add("train job under traffic", f"`imgclf train` as a swarm job published version "
+        self.report.add("train job under traffic", f"`make train RUNNER=swarm` (a swarm job) published version "
                         f"{figures['result']} into the shared volume; all 3 replicas answering it "
                         f"{figures['seconds']:.1f} s after the job ended; {self._counts_text(figures['counts'])}",
                         version=figures["result"], traffic=self._counts_json(figures["counts"]))
@@ -487,28 +496,21 @@ class Run:
     def sharded_validate_jobs(self) -> None:
         """`make validate RUNNER=swarm SHARDS=2 OUTPUT=...`: two client jobs through the balancer,
         each its shard of the folder, merged into one output."""
-        from imgclf import swarm_jobs
         from imgclf.client import merge
-        from imgclf.client.shards import shard_files
 
-        (self.cluster.shared / "results").mkdir()
-        subprocess.run(["chown", "10001:10001", str(self.cluster.shared / "results")], check=True)
-        settings = dataclasses.replace(self.stack_settings, shards=2)
+        results = self.cluster.shared / "results"
+        results.mkdir()
+        subprocess.run(["chown", "10001:10001", str(results)], check=True)
         with self.report.phase("sharded validate jobs"):
-            jobs, _ = swarm_jobs.validate_jobs([f"{SHARED_IN_NODES}/data", "--output",
-                                                f"{SHARED_IN_NODES}/results/results.csv"], settings)
-            started = [swarm.start_job(self.manager, settings, job, self.say) for job in jobs]
-            codes = [swarm.finish_job(service, self.settings.timeout) for service in started]
-        if any(code for code, _ in codes):
-            raise SwarmE2EFailure("a client job failed:\n" + "\n".join(text[-2000:] for _, text in codes))
-        output = self.cluster.shared / "results" / "results.csv"
-        _, metrics, rows = merge.merge(str(output), shard_files(output))
+            self.make("validate", f"DIR={self.cluster.shared / 'data'}", "SHARDS=2", f"OUTPUT={results / 'results.csv'}")
+        rows = {path.name: sum(1 for _ in open(path)) - 1 for path in sorted(results.glob("results.shard-*"))}
+        merged = list(merge.READERS[".csv"](results / "results.csv")[1])
         expected = sum(1 for _ in iter_image_files(self.work / "data"))
-        if metrics.images != expected or metrics.errors:
-            raise SwarmE2EFailure(f"merged {metrics.images} results with {metrics.errors} errors, expected {expected}")
-        self.report.add("sharded validate jobs", f"2 client jobs (--shard 0/2, 1/2) through the balancer: "
-                        f"{', '.join(str(n) for n in rows.values())} rows, merged into {metrics.images} results, "
-                        f"0 errors", rows=list(rows.values()))
+        if len(merged) != expected or any(r.error for r in merged) or len(rows) != 2:
+            raise SwarmE2EFailure(f"merged {len(merged)} results from {rows}, expected {expected} without errors")
+        self.report.add("sharded validate jobs", f"`make validate RUNNER=swarm SHARDS=2`: 2 client jobs through the "
+                        f"balancer wrote {', '.join(str(n) for n in rows.values())} rows, merged into {len(merged)} "
+                        f"results, 0 errors", rows=list(rows.values()))
 
     def wait_node_down(self, hostname: str, since: float) -> float:
         deadline = time.monotonic() + self.settings.timeout
