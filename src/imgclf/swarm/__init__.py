@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -190,19 +191,24 @@ def balancer_container(client, settings: SwarmSettings):
     return found[0] if found else None
 
 
-# bash's /dev/tcp: one HTTP/1.0 GET, the whole reply on stdout.
+# bash's /dev/tcp: one HTTP/1.0 GET; the status line, the blank line after the headers and the body
+# lines matching $3 (all of them by default) on stdout.
 _HTTP_GET = ('exec 3<>"/dev/tcp/$0/$1" && printf "GET %s HTTP/1.0\\r\\nHost: %s\\r\\n\\r\\n" "$2" "$0" >&3 '
-             '&& cat <&3')
+             '&& grep -a -E "^(HTTP/|.?$)|$3" <&3')
 HTTP_TIMEOUT_SECONDS = 5   # a replica whose node died never answers: connect and read bounded
 
 
-def http_get(container, address: str, port: int, path: str) -> tuple[int, str]:
-    """(status code, body) of GET path on address:port, asked from inside container."""
+def http_get(container, address: str, port: int, path: str, lines: str = ".") -> tuple[int, str]:
+    """(status code, body) of GET path on address:port, asked from inside container; with `lines`
+    (an extended regular expression) only the body lines that match it, so that a long page
+    (Prometheus) never has to cross the exec stream whole."""
     result = container.exec_run(["timeout", str(HTTP_TIMEOUT_SECONDS), "bash", "-c", _HTTP_GET, address,
-                                 str(port), path])
-    text = result.output.decode(errors="replace")
-    head, _, body = text.partition("\r\n\r\n")
+                                 str(port), path, lines])
+    text = result.output.decode(errors="replace").replace("\r\n", "\n")
+    head, _, body = text.partition("\n\n")
     try:
+        if not head.startswith("HTTP/"):
+            raise ValueError(head)
         return int(head.split()[1]), body
     except (IndexError, ValueError):
         raise SwarmError(f"no HTTP reply from {address}:{port}{path}: {text.strip()[:200] or 'connection failed'}")
@@ -218,7 +224,9 @@ def model_states(container, address: str, model: str) -> dict[int, str]:
 
 def request_counts(container, address: str, model: str) -> dict[str, int]:
     """Predict requests the replica at address has counted, by entrypoint (its Prometheus page)."""
-    code, body = http_get(container, address, 8501, METRICS)
+    from imgclf.serving.metrics import REQUEST_COUNT
+
+    code, body = http_get(container, address, 8501, METRICS, lines="^" + re.escape(REQUEST_COUNT))
     if code != 200:
         raise SwarmError(f"{address}: {METRICS}: HTTP {code}")
     return predict_counts(body, model)
