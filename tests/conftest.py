@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from imgclf.serving.process import free_port  # noqa: F401  (tests import it from conftest)
+from imgclf.tf_logging import quiet_tensorflow_logs
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet_tensorflow_logs()   # as the console script does: the servers tests start inherit it
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

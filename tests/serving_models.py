@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from imgclf.tf_logging import quiet_tensorflow_logs
+
+quiet_tensorflow_logs()
 
 import tensorflow as tf  # noqa: E402
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -87,3 +88,38 @@ def test_missing_data_folder_is_a_usage_error(tmp_path, capsys):
     code = bench.main(["--quick", "--data", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path)])
     assert code == 2
     assert "nowhere: no such folder" in capsys.readouterr().err
+
+
+def test_batching_part_on_a_given_model_serves_that_version(trained_model, tmp_path):
+    """`imgclf bench --parts batching --model V`: the one entry point for the server's batching
+    figures, on a version given rather than trained."""
+    output = tmp_path / "out"
+    code = bench.main(["--quick", "--parts", "batching", "--model", str(trained_model.version_dir),
+                       "--data", str(trained_model.data_dir), "--output-dir", str(output)])
+    results = json.loads((output / bench.JSON_FILE).read_text())
+    assert code == 0, results["errors"]
+    assert [r["key"] for r in results["ratios"]] == ["batching"]
+    assert results["model"]["version_dir"].endswith(f"/{trained_model.version}")
+    rows = results["batching"]["rows"]
+    assert {(r["batching"], r["clients"]) for r in rows} == {(b, c) for b in (False, True) for c in bench.BATCHING_CLIENTS}
+    assert all(r["requests"] > 0 and r["failures"] == 0 for r in rows)
+
+
+def test_parts_and_model_are_checked(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        bench.build_parser().parse_args(["--parts", "serving,speed"])
+    assert "give a comma-separated list of bytes, training" in capsys.readouterr().err
+    code = bench.main(["--quick", "--parts", "serving", "--model", str(tmp_path), "--output-dir", str(tmp_path)])
+    assert code == 1
+    assert "not a version folder" in capsys.readouterr().out
+
+
+def test_link_tree_from_a_relative_source_links_readable_files(tmp_path, monkeypatch):
+    for label in ("other", "research"):
+        (tmp_path / "pages" / label).mkdir(parents=True)
+        (tmp_path / "pages" / label / f"{label}.jpg").write_bytes(label.encode())
+    monkeypatch.chdir(tmp_path)
+    tree = bench.link_tree(Path("pages"), tmp_path / "links", 5)
+    links = sorted(tree.rglob("*.jpg"))
+    assert len(links) == 5
+    assert {link.parent.name: link.read_bytes() for link in links} == {"other": b"other", "research": b"research"}

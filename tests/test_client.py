@@ -14,8 +14,9 @@ import pytest
 
 from imgclf import contract
 from imgclf.client import cli
-from imgclf.client.validate import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, Run, one_line
+from imgclf.client.validate import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, Run
 from imgclf.data_folders import iter_image_files
+from imgclf.tf_errors import tf_error_message
 from conftest import free_port
 
 pytestmark = pytest.mark.slow
@@ -135,10 +136,10 @@ def test_corrupt_files_get_their_own_line_and_good_ones_still_get_predictions(
     reasons = {}
     for path in bad:
         record = records.pop(str(path))
-        reasons[path.name] = one_line(record["error"])
+        reasons[path.name] = tf_error_message(record["error"])
         assert record["scores"] is None and record["error"]
         assert not record["error"].startswith("HTTP ")      # the server's own message
-        assert f"ERROR - {path}: {one_line(record['error'])}\n" in out
+        assert f"ERROR - {path}: {tf_error_message(record['error'])}\n" in out
     # TensorFlow's decoders say why; the empty file and the text file fail for different reasons
     assert len(set(reasons.values())) == len(bad), reasons
     # every good file kept its own prediction, even those that shared a batch with a bad one

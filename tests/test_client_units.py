@@ -16,7 +16,8 @@ from imgclf.client import cli, files
 from imgclf.client.base import ClientError, ImageResult, Prediction
 from imgclf.client.metrics import RunMetrics, classification_report, latency_percentiles
 from imgclf.client.output import check_output_path, open_writer
-from imgclf.client.validate import EXIT_UNREACHABLE, EXIT_USAGE, image_lines, one_line, run_validation
+from imgclf.client.validate import EXIT_UNREACHABLE, EXIT_USAGE, image_lines, run_validation
+from imgclf.tf_errors import tf_error_message
 from conftest import free_port
 
 
@@ -243,21 +244,6 @@ def test_server_messages_print_on_one_line_without_tensorflow_decorations():
     eager = ("Graph execution error:\n\nDetected at node decode_image/DecodeImage defined at (most recent "
              "call last):\n<stack traces unavailable>\nInput is empty.\n\t [[{{node decode_image/DecodeImage}}]]"
              " [Op:__inference_signature_wrapper_serve_578]")
-    assert one_line(eager) == "Input is empty."
-    assert one_line("Unknown image file format.\n\t [[{{node DecodeImage}}]]") == "Unknown image file format."
-    assert one_line("first\nsecond") == "first second"
-
-
-def test_link_tree_from_a_relative_source_links_readable_files(tmp_path, monkeypatch):
-    from pathlib import Path
-
-    from imgclf.client.benchmark import link_tree
-
-    for label in ("other", "research"):
-        (tmp_path / "pages" / label).mkdir(parents=True)
-        (tmp_path / "pages" / label / f"{label}.jpg").write_bytes(label.encode())
-    monkeypatch.chdir(tmp_path)
-    tree = link_tree(Path("pages"), tmp_path / "links", 5)
-    links = sorted(tree.rglob("*.jpg"))
-    assert len(links) == 5
-    assert {link.parent.name: link.read_bytes() for link in links} == {"other": b"other", "research": b"research"}
+    assert tf_error_message(eager) == "Input is empty."
+    assert tf_error_message("Unknown image file format.\n\t [[{{node DecodeImage}}]]") == "Unknown image file format."
+    assert tf_error_message("first\nsecond") == "first second"

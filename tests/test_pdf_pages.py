@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -273,3 +274,16 @@ def test_a_cache_that_cannot_be_written_costs_only_the_cache(tmp_path, caplog):
         again, _ = pdfs.image_bytes(DATA / "issue1002.pdf")
     assert why is None and data[:2] == b"\xff\xd8" and again == data
     assert caplog.text.count("PDF page cache") == 1
+
+
+@needs_magick
+def test_pages_bench_measures_the_renderers_against_the_originals_jpgs(tmp_path, capsys):
+    from imgclf import pages_bench
+
+    figures = tmp_path / "bench.json"
+    assert pages_bench.main(["--pdfs", str(DATA), "--reference", str(DATA / "expected"),
+                             "--candidates", "imagemagick,pdfium", "--output", str(figures)]) == 0
+    rows = json.loads(figures.read_text())["rows"]
+    assert rows["imagemagick"]["pages"] == rows["imagemagick"]["identical"] == len(GOOD)
+    assert rows["pdfium"]["pages"] == len(GOOD) and 0 < np.mean(rows["pdfium"]["mad"]) < 25
+    assert "imagemagick" in capsys.readouterr().out

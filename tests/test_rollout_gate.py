@@ -12,7 +12,8 @@ from imgclf import contract
 from imgclf.model_store import IncompleteExport, LocalModelStore
 from imgclf.rollout import cli
 from imgclf.rollout.gate import check, labelled_examples, recorded_held_out
-from imgclf.rollout.markers import write_marker_model, write_warmup_requests
+from imgclf.rollout.markers import write_marker_model
+from imgclf.warmup_requests import write_warmup_requests
 from imgclf.rollout.publish import GateRefused, promote
 
 

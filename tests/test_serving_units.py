@@ -350,3 +350,116 @@ def test_batching_merges_concurrent_calls_into_fewer_model_calls(toy_versions):
         assert result["y"].shape == (1 + i % 2, 3) and (result["y"] == 2.0 * i).all()
         assert result["tag_bytes"].tolist() == [b"\x00\xff2.0"] * (1 + i % 2)
     assert batching.requests_batched == 16 and batching.batches_run < 16
+
+
+# --- limits ------------------------------------------------------------------------------------
+def test_large_requests_run_in_slices_with_the_same_answers(toy_versions):
+    from imgclf.serving.servable import Servable
+
+    whole = Servable.load("toy", 2, toy_versions / "2")
+    sliced = Servable.load("toy", 2, toy_versions / "2", run_batch_size=2)
+    calls = []
+    run = sliced._run
+    sliced._run = lambda key, tensors, outputs: calls.append(len(next(iter(tensors.values())))) or run(key, tensors, outputs)
+    x = np.arange(15, dtype=np.float32).reshape(5, 3)
+    expected, got = whole.predict("", {"x": x}), sliced.predict("", {"x": x})
+    assert calls == [2, 2, 1]
+    for name in expected:
+        assert (expected[name] == got[name]).all(), name
+    # A signature whose inputs disagree on the batch size is never sliced (the model says why).
+    calls.clear()
+    with pytest.raises(ServingError):
+        sliced.predict("pair", {"a": np.arange(3, dtype=np.int64), "b": np.ones(2, np.float32)})
+    assert calls == [3]
+
+
+def test_the_model_gate_runs_some_queues_some_and_refuses_the_rest():
+    from imgclf.serving.server import ModelGate
+
+    gate = ModelGate(concurrent=1, queued=1)
+    assert gate.admit() is None and gate.admit() is None
+    refusal = gate.admit()
+    assert refusal.code == "UNAVAILABLE" and refusal.http_status == 503
+    assert "--model_max_queued_requests" in refusal.message
+    gate.leave()
+    assert gate.admit() is None
+    assert gate.run(lambda a, b: a + b, 2, 3) == 5
+
+
+def test_content_length_checks():
+    from tornado.httputil import HTTPHeaders
+
+    from imgclf.serving.http_server import body_problem
+
+    assert body_problem(HTTPHeaders({"Content-Length": "abc"}), 100)[0] == 400
+    assert body_problem(HTTPHeaders({"Content-Length": "-1"}), 100)[0] == 400
+    status, message = body_problem(HTTPHeaders({"Content-Length": "101"}), 100)
+    assert status == 413 and "101 bytes" in message and "--rest_api_max_body_bytes" in message
+    assert body_problem(HTTPHeaders({"Content-Length": "100"}), 100) is None
+    assert body_problem(HTTPHeaders({}), 100) is None
+
+
+def test_a_full_connection_table_closes_the_longest_idle_old_enough_connection():
+    from imgclf.serving.http_server import ConnectionTable
+
+    class Stream:
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    now = [0.0]
+    table = ConnectionTable(limit=3, min_age=1.0, clock=lambda: now[0])
+    idle, busy, receiving = Stream(), Stream(), Stream()
+    for stream in (idle, busy, receiving):
+        table.add(stream)
+    table.set(busy, ConnectionTable.WORKING)
+    table.set(receiving, ConnectionTable.RECEIVING)
+    assert not table.make_room(), "nothing has lasted a second yet: refuse the newcomer"
+    now[0] = 5.0
+    assert table.make_room() and idle.closed and not receiving.closed
+    table.add(Stream())
+    now[0] = 5.5
+    assert table.make_room() and receiving.closed, "then the body that has been arriving longest"
+    table.add(Stream())
+    now[0] = 10.0
+    assert table.make_room(), "the newest idle one, once old enough"
+    assert not busy.closed, "a request in the model is never cut off"
+
+
+def test_reload_base_paths_must_stay_under_the_model_roots(tmp_path):
+    roots_dir = tmp_path / "models"
+    (roots_dir / "a").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (roots_dir / "link").symlink_to(tmp_path / "outside")
+    started = [config_files.single_model_config("a", roots_dir / "a")]
+    roots = config_files.model_roots(started)
+    config_files.check_within_roots([config_files.single_model_config("b", roots_dir / "b")], roots)
+    for escape in (tmp_path / "outside", roots_dir / "link", roots_dir / ".." / "outside"):
+        with pytest.raises(ServingError, match="outside the model roots") as caught:
+            config_files.check_within_roots([config_files.single_model_config("x", escape)], roots)
+        assert caught.value.code == "PERMISSION_DENIED"
+    wider = config_files.model_roots(started, extra=str(tmp_path / "outside"))
+    config_files.check_within_roots([config_files.single_model_config("x", roots_dir / "link")], wider)
+
+
+def test_grpc_channel_arguments_parse_as_the_real_server_does():
+    from imgclf.serving.grpc_service import channel_options
+
+    options = dict(channel_options(1000, "grpc.max_connection_age_ms=2000, grpc.lb_policy_name=x"))
+    assert options == {"grpc.max_receive_message_length": 1000, "grpc.max_send_message_length": -1,
+                       "grpc.max_connection_age_ms": 2000, "grpc.lb_policy_name": "x"}
+    assert dict(channel_options(1000, "grpc.max_receive_message_length=5"))["grpc.max_receive_message_length"] == 5
+    with pytest.raises(ValueError, match="not key=value"):
+        channel_options(1000, "nonsense")
+
+
+def test_batch_size_and_nesting_are_checked_before_conversion():
+    assert json_tensor.batch_size_of({"instances": [1, 2, 3]}) == 3
+    assert json_tensor.batch_size_of({"inputs": {"a": [1, 2], "b": [[1], [2], [3]]}}) == 3
+    assert json_tensor.batch_size_of({"inputs": {"b64": "AA=="}}) == 0
+    deep = 1
+    for _ in range(40):
+        deep = [deep]
+    with pytest.raises(ServingError, match="nested more than 32"):
+        json_tensor.tensors_from_inputs(deep, {"x": 1})

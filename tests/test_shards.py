@@ -103,7 +103,7 @@ def test_sharded_runs_merge_into_the_unsharded_output(server, folder, tmp_path, 
     rows = [len(f.read_text().splitlines()) for f in files]
     assert all(rows) and len(set(rows)) > 1 or rows                  # three real, different shares
 
-    assert merge.main([str(output)]) == 1                            # merged; one image had failed
+    assert merge.main(["--output", str(output)]) == 1                            # merged; one image had failed
     merged, unsharded = rows_of(output), rows_of(whole)
     # The same files in the same order with the same answers; scores agree to float noise (a batch
     # of other images changes the last digits).

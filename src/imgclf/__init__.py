@@ -5,4 +5,6 @@ tunable), ``images`` (the one preprocessing function), ``trainer``, ``serving`` 
 TF-Serving-compatible server), ``client`` and ``rollout``.
 """
 
+# The one version string: pyproject.toml reads it (dynamic version), and the images built by
+# imgclf.stack are tagged with it (docker-compose.yml gets their names from the variables it sets).
 __version__ = "0.1.0"

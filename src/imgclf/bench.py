@@ -9,22 +9,32 @@
 4. Rollout: publish to the new version answering, p99 latency during swaps over steady p99 (the
    rollout drill, every version carrying the trained model).
 5. Client memory: peak RSS of `imgclf validate` over many small files against few.
+6. Batching (only when PARTS names it): single-image REST requests/second of the local server with
+   --enable_batching (serving/batching.config) over without, at 1 and 8 concurrent clients.
 
 All timings are ratios of runs made side by side in one run: these machines are noisy, so absolute
 numbers are context only. Writes OUTPUT_DIR/bench.json and OUTPUT_DIR/bench.png and prints a table.
-`--quick` uses tiny pages and a tiny model so that CI runs it in about a minute.
+`--quick` uses tiny pages and a tiny model so that CI runs it in about a minute. `--parts` picks
+figures (bytes, training, serving, rollout, memory, batching); `--model` serves a given version
+instead of training one. This is the one benchmark entry point: its parts measure the trainer, the
+server and the client through their public functions.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
+import itertools
 import json
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +42,14 @@ from pathlib import Path
 from imgclf import contract
 from imgclf.data_folders import iter_image_files
 from imgclf.model_store import open_model
-from imgclf.settings import SCRATCH_MODULE, BenchSettings, DrillSettings, TrainSettings, add_settings_flags
+from imgclf.settings import (
+    SCRATCH_MODULE,
+    BenchSettings,
+    DrillSettings,
+    TrainSettings,
+    ValidateSettings,
+    add_settings_flags,
+)
 
 JSON_FILE, CHART_FILE = "bench.json", "bench.png"
 PDF_TRIO_SIZE = 299            # pdf_trio resized every page to 299x299x3 floats before sending it
@@ -45,20 +62,11 @@ DRILL_STEADY_SECONDS = 5.0
 SERVING_SWEEP = [("rest", 16, 1), ("rest", 16, 2), ("rest", 32, 2), ("rest", 16, 4),
                  ("grpc", 16, 1), ("grpc", 16, 2), ("grpc", 32, 2), ("grpc", 16, 4)]
 QUICK_SERVING_SWEEP = [("rest", 8, 2), ("grpc", 8, 2)]
+BATCHING_CLIENTS = (1, 8)       # concurrent single-image clients, with and without batching
+BATCHING_SECONDS = 10.0         # per measurement
+BATCHING_CONFIG = Path("serving/batching.config")   # the checkout's BatchingParameters, when there
 # Fields that --quick shrinks, unless given on the command line.
 QUICK_SETTINGS = {"epochs": 2, "serving_images": 24, "memory_files": "40,400", "publishes": 1}
-
-FLAG_HELP = {
-    "output_dir": "where bench.json and bench.png go",
-    "quick": "tiny pages, a tiny model, one setting each: seconds, for CI",
-    "module": "a local TF Hub feature-vector module folder ('' = the scratch backbone, frozen)",
-    "data": "class folders, or a folder with train/ and validation/ ('' = generated pages)",
-    "epochs": "epochs of each of the two training runs compared",
-    "serving_images": "images sent per throughput measurement (the validation pages, cycled)",
-    "memory_files": "comma-separated file counts validated for the client's peak memory",
-    "publishes": "versions the rollout drill publishes under traffic",
-}
-
 
 def note(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
@@ -162,6 +170,23 @@ def measure_training(inputs: Inputs, epochs: int, workdir: Path) -> dict:
             **runs, "ratio": runs["cached"]["seconds"] / runs["recomputed"]["seconds"]}
 
 
+@dataclass
+class Served:
+    version_dir: Path      # the version the server answers with
+    base_path: Path        # its model base path (that version is the highest there)
+
+
+def given_model(version_dir: str, workdir: Path) -> Served:
+    """A copy of a given version folder as the only version of a base path of its own, so that the
+    server answers with that version and no later one."""
+    source = Path(version_dir)
+    if not (source / "saved_model.pb").is_file() or contract.parse_version(source.name) is None:
+        raise ValueError(f"--model {source}: not a version folder (MODELS/<name>/<version>/saved_model.pb)")
+    target = workdir / "served" / contract.DEFAULT_MODEL_NAME / source.name
+    shutil.copytree(source, target)
+    return Served(target, target.parent)
+
+
 def train_served_model(inputs: Inputs, epochs: int, workdir: Path):
     """A published version through the product's own `train` (gate and all), for serving."""
     from imgclf.rollout.training import train_and_publish
@@ -205,8 +230,36 @@ def fastest(rows: list[dict]) -> dict:
     return max(rows, key=lambda row: row["images_per_second"])
 
 
+def link_tree(source: Path, target: Path, count: int) -> Path:
+    """`count` symbolic links to source's images, cycling, in class folders like the source's.
+    Links point at absolute paths: a relative one would be read from the link's own folder."""
+    originals = list(iter_image_files(source))
+    for index, original in zip(range(count), itertools.cycle(originals)):
+        folder = target / original.parent.relative_to(source)
+        folder.mkdir(parents=True, exist_ok=True)
+        os.symlink(original.resolve(), folder / f"{index:07d}{original.suffix}")
+    return target
+
+
+def measure(images: Path, rest_url: str, grpc_target: str, protocol: str, batch: int,
+            concurrency: int, model_name: str) -> dict:
+    """One `imgclf validate` run (in this process) and its figures."""
+    from imgclf.client.validate import Run
+
+    settings = ValidateSettings(dir=str(images), server=rest_url, grpc_server=grpc_target,
+                                protocol=protocol, batch=batch, concurrency=concurrency,
+                                model_name=model_name, progress=False)
+    run = Run(settings, io.StringIO(), io.StringIO())
+    code = run.execute()
+    m = run.metrics
+    return {"protocol": protocol, "batch": batch, "concurrency": concurrency, "exit": code,
+            "images": m.images, "images_per_second": m.throughput,
+            "p50_ms": m.latency_percentiles()[50] * 1000, "p99_ms": m.latency_percentiles()[99] * 1000,
+            "request_bytes_per_image": m.request_bytes / max(1, m.predicted),
+            "file_bytes_per_image": m.file_bytes / max(1, m.predicted)}
+
+
 def measure_serving(trained, serving_dir: Path, count: int, sweep: list[tuple], workdir: Path) -> dict:
-    from imgclf.client.benchmark import link_tree, measure
     from imgclf.serving import LocalServer
 
     tree = link_tree(serving_dir, workdir / "serving-images", count)
@@ -257,10 +310,29 @@ def measure_rollout(trained, publishes: int, quick: bool) -> dict:
 
 
 # --- 5. client memory --------------------------------------------------------------------------
+def memory_by_file_count(images: Path, rest_url: str, model_name: str, counts: list[int],
+                         batch: int, concurrency: int) -> list[dict]:
+    """Peak RSS of the real `imgclf validate` over `count` files (links to images), per count."""
+    rows = []
+    for count in counts:
+        with tempfile.TemporaryDirectory(prefix="imgclf-bench-") as scratch:
+            tree = link_tree(images, Path(scratch), count)
+            # One wrapper process per size so RUSAGE_CHILDREN's maximum is this run's alone.
+            script = ("import resource, subprocess, sys\n"
+                      "done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+                      "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, done.returncode)\n")
+            command = [sys.executable, "-m", "imgclf", "validate", str(tree), "--server", rest_url,
+                       "--model-name", model_name, "--batch", str(batch),
+                       "--concurrency", str(concurrency), "--no-progress"]
+            reply = subprocess.run([sys.executable, "-c", script, *command], capture_output=True,
+                                   text=True, check=True).stdout.split()
+            rows.append({"files": count, "peak_rss_mib": int(reply[0]) / 1024, "exit": int(reply[1])})
+    return rows
+
+
 def measure_client_memory(counts: list[int], workdir: Path) -> dict:
     """The real `imgclf validate`, one fresh process per file count, against a server whose model
     only decodes the images (a marker model), so that many files take seconds."""
-    from imgclf.client.benchmark import memory_by_file_count
     from imgclf.rollout.markers import write_marker_model
     from imgclf.sample_data import write_sample_dataset
     from imgclf.serving import LocalServer
@@ -282,6 +354,69 @@ def measure_client_memory(counts: list[int], workdir: Path) -> dict:
     return {"runs": rows, "file_bytes": statistics.mean(file_bytes), "batch": MEMORY_BATCH,
             "concurrency": MEMORY_CONCURRENCY, "bytes_per_extra_file": growth,
             "ratio": last["peak_rss_mib"] / first["peak_rss_mib"]}
+
+
+# --- 6. batching -------------------------------------------------------------------------------
+def single_image_clients(rest_url: str, image: bytes, clients: int, seconds: float) -> dict:
+    """`clients` threads, each sending one single-image predict request at a time for `seconds`."""
+    from imgclf.client.base import ClientError
+    from imgclf.client.metrics import latency_percentiles
+    from imgclf.client.rest import RestClient
+
+    client = RestClient(rest_url, contract.DEFAULT_MODEL_NAME, timeout=60, retries=0, pool_size=clients)
+    latencies, failures, lock = [], [0], threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def send() -> None:
+        mine, failed = [], 0
+        while time.monotonic() < stop_at:
+            started = time.monotonic()
+            try:
+                client.predict([image])
+                mine.append(time.monotonic() - started)
+            except ClientError:
+                failed += 1
+        with lock:
+            latencies.extend(mine)
+            failures[0] += failed
+
+    threads = [threading.Thread(target=send) for _ in range(clients)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    client.close()
+    pct = latency_percentiles(latencies)
+    return {"clients": clients, "requests": len(latencies), "failures": failures[0],
+            "requests_per_second": len(latencies) / elapsed, "p50_ms": pct[50] * 1000, "p99_ms": pct[99] * 1000}
+
+
+def measure_batching(trained, image: bytes, seconds: float) -> dict:
+    """The local server without and with --enable_batching: single-image requests/second."""
+    from imgclf.serving import LocalServer
+
+    rows = []
+    for batching in (False, True):
+        extra = []
+        if batching:
+            extra.append("--enable_batching")
+            if BATCHING_CONFIG.is_file():
+                extra.append(f"--batching_parameters_file={BATCHING_CONFIG.resolve()}")
+        with LocalServer(trained.base_path, contract.DEFAULT_MODEL_NAME, extra_args=extra, poll_seconds=30) as server:
+            single_image_clients(server.rest_url, image, 2, 2.0)     # warm connections and the graph
+            for clients in BATCHING_CLIENTS:
+                row = {**single_image_clients(server.rest_url, image, clients, seconds), "batching": batching}
+                note(f"  batching {'on ' if batching else 'off'} {clients} clients: "
+                     f"{row['requests_per_second']:.1f} req/s, p99 {row['p99_ms']:.1f} ms, {row['failures']} failed")
+                rows.append(row)
+    if any(row["failures"] or not row["requests"] for row in rows):
+        raise RuntimeError(f"single-image requests failed: {rows}")
+    most = max(BATCHING_CLIENTS)
+    on, off = (next(r for r in rows if r["clients"] == most and r["batching"] == b) for b in (True, False))
+    return {"rows": rows, "clients": most, "config": str(BATCHING_CONFIG) if BATCHING_CONFIG.is_file() else "",
+            "ratio": on["requests_per_second"] / off["requests_per_second"]}
 
 
 # --- the summary -------------------------------------------------------------------------------
@@ -337,6 +472,14 @@ def ratios(results: dict) -> list[Ratio]:
                            m["ratio"], 1.1, False,
                            f"{last['peak_rss_mib']:.1f} MiB vs {first['peak_rss_mib']:.1f} MiB "
                            f"({m['bytes_per_extra_file']:.0f} B per extra file)"))
+    if "batching" in results:
+        b = results["batching"]
+        on, off = (next(r for r in b["rows"] if r["clients"] == b["clients"] and r["batching"] == x)
+                   for x in (True, False))
+        found.append(Ratio("batching", f"single-image req/s, {b['clients']} clients: batching on / off",
+                           b["ratio"], None, True,
+                           f"{on['requests_per_second']:.1f} vs {off['requests_per_second']:.1f} req/s; "
+                           f"p99 {on['p99_ms']:.0f} vs {off['p99_ms']:.0f} ms"))
     return found
 
 
@@ -429,25 +572,37 @@ def run_bench(settings: BenchSettings) -> dict:
             raise ValueError(f"no {'/'.join(contract.IMAGE_EXTENSIONS)} files under {inputs.serving_dir}")
         sample = pages[:: max(1, len(pages) // BYTES_SAMPLE_PAGES)][:BYTES_SAMPLE_PAGES]
         trained = {}
+        parts = set(settings.parts.split(","))
 
-        phase("request_bytes", "1. request bytes per page", lambda: measure_request_bytes(sample))
-        phase("training", f"3. training: {settings.epochs} epochs, cached vs recomputed",
-              lambda: measure_training(inputs, settings.epochs, workdir))
+        if "bytes" in parts:
+            phase("request_bytes", "1. request bytes per page", lambda: measure_request_bytes(sample))
+        if "training" in parts:
+            phase("training", f"3. training: {settings.epochs} epochs, cached vs recomputed",
+                  lambda: measure_training(inputs, settings.epochs, workdir))
 
         def served_model():
-            trained["model"] = train_served_model(inputs, settings.epochs, workdir)
+            trained["model"] = (given_model(settings.model, workdir) if settings.model
+                                else train_served_model(inputs, settings.epochs, workdir))
             return {"version_dir": str(trained["model"].version_dir)}
 
-        phase("model", "   a model to serve: imgclf train", served_model)
+        if parts & {"serving", "rollout", "batching"}:
+            phase("model", f"   a model to serve: {settings.model or 'imgclf train'}", served_model)
         sweep = QUICK_SERVING_SWEEP if settings.quick else SERVING_SWEEP
-        phase("serving", "2. serving throughput: validate through the local server vs in-process",
-              lambda: measure_serving(trained["model"], inputs.serving_dir, settings.serving_images, sweep,
-                                      workdir), "model")
-        phase("rollout", "4. rollout drill: publish under traffic",
-              lambda: measure_rollout(trained["model"], settings.publishes, settings.quick), "model")
-        counts = [int(count) for count in settings.memory_files.split(",")]
-        phase("client_memory", f"5. client peak memory: {' vs '.join(map(str, counts))} files",
-              lambda: measure_client_memory(counts, workdir))
+        if "serving" in parts:
+            phase("serving", "2. serving throughput: validate through the local server vs in-process",
+                  lambda: measure_serving(trained["model"], inputs.serving_dir, settings.serving_images, sweep,
+                                          workdir), "model")
+        if "rollout" in parts:
+            phase("rollout", "4. rollout drill: publish under traffic",
+                  lambda: measure_rollout(trained["model"], settings.publishes, settings.quick), "model")
+        if "memory" in parts:
+            counts = [int(count) for count in settings.memory_files.split(",")]
+            phase("client_memory", f"5. client peak memory: {' vs '.join(map(str, counts))} files",
+                  lambda: measure_client_memory(counts, workdir))
+        if "batching" in parts:
+            seconds = 2.0 if settings.quick else BATCHING_SECONDS
+            phase("batching", "6. batching: single-image REST requests/s, --enable_batching vs without",
+                  lambda: measure_batching(trained["model"], sample[0].read_bytes(), seconds), "model")
     results["machine"]["load_after"] = os.getloadavg()
     results["seconds"]["total"] = round(time.monotonic() - started, 1)
     results["ratios"] = [{**dataclasses.asdict(r), "met": r.met} for r in ratios(results)]
@@ -456,13 +611,12 @@ def run_bench(settings: BenchSettings) -> dict:
 
 def build_parser(command: str = "bench") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
-    add_settings_flags(parser, BenchSettings, FLAG_HELP, omit_unset=True)   # --quick keeps what is given
+    add_settings_flags(parser, BenchSettings, command, omit_unset=True)   # --quick keeps what is given
     return parser
 
 
 def main(argv: list[str], command: str = "bench") -> int:
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     given = vars(build_parser(command).parse_args(argv))
     settings = with_quick_defaults(BenchSettings(**given), set(given))
     output_dir = Path(settings.output_dir)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import importlib
 import sys
 
+from imgclf.tf_logging import quiet_tensorflow_logs
+
 COMMANDS = {
     "train": ("imgclf.rollout.training", "train a classifier on class folders, gate and publish a version"),
-    "serve": ("imgclf.serving.cli", "run the local TensorFlow-Serving-compatible server"),
+    "serve": ("imgclf.serve", "run the local TensorFlow-Serving-compatible server (or compose serving)"),
     "validate": ("imgclf.client.cli", "send a folder of images to the server and report"),
     "pages": ("imgclf.pdf.cli", "render page 1 of every PDF in a folder, as the original tool did"),
     "merge-results": ("imgclf.client.merge", "merge the outputs of validate --shard i/N into one"),
@@ -22,9 +24,12 @@ COMMANDS = {
     "drill": ("imgclf.rollout.drill", "publish and roll back under load; count failures"),
     "pages-bench": ("imgclf.pages_bench", "how close each PDF renderer comes to the original's JPGs"),
     "bench": ("imgclf.bench", "measure bytes, throughput, training speed-up, rollout, memory"),
+    "abuse": ("imgclf.abuse", "a good client's latency while the local server is under attack"),
     "e2e": ("imgclf.e2e", "the Docker Compose stack end to end on a Docker engine"),
     "run": ("imgclf.runner", "train or validate through Docker Compose, or locally (RUNNER)"),
-    "swarm": ("imgclf.swarm", "the serving stack on a Docker Swarm: deploy, status, down"),
+    "swarm-deploy": ("imgclf.swarm", "deploy the serving stack on a Docker Swarm (DOCKER_HOST: a manager)"),
+    "swarm-status": ("imgclf.swarm", "every replica on the swarm: node, task state, the version it serves"),
+    "swarm-down": ("imgclf.swarm", "remove the serving stack and its balancer from the swarm"),
     "swarm-e2e": ("imgclf.swarm.e2e", "deploy/swarm on a real multi-node swarm, under traffic"),
     "k8s-check": ("imgclf.kube", "render the Kubernetes manifests and check them offline"),
 }
@@ -66,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"imgclf: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    quiet_tensorflow_logs()   # before any command imports TensorFlow
     if command in COMPOSED:
         COMPOSED[command]()
     module = importlib.import_module(COMMANDS[command][0])

@@ -7,28 +7,18 @@ and stops the server. Each step prints the command that does it on its own."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 from imgclf import contract
 from imgclf.model_store import open_model
-from imgclf.settings import SCRATCH_MODULE, DemoSettings, ValidateSettings
+from imgclf.settings import SCRATCH_MODULE, DemoSettings, ValidateSettings, add_settings_flags
 
 
 def build_parser(command: str = "demo") -> argparse.ArgumentParser:
-    d = DemoSettings()
     parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", default=d.workdir, help=f"where pages, models, results go (default {d.workdir})")
-    parser.add_argument("--per-class", type=int, default=d.per_class,
-                        help=f"training pages per class (default {d.per_class})")
-    parser.add_argument("--held-out-per-class", type=int, default=d.held_out_per_class,
-                        help=f"validation pages per class, never trained on (default {d.held_out_per_class})")
-    parser.add_argument("--image-size", type=int, default=d.image_size,
-                        help="training image size; 0 = the scratch backbone's own")
-    parser.add_argument("--protocol", choices=("rest", "grpc"), default=d.protocol,
-                        help=f"how the validation talks to the server (default {d.protocol})")
+    add_settings_flags(parser, DemoSettings, command)
     return parser
 
 
@@ -94,5 +84,4 @@ def run_demo(settings: DemoSettings) -> int:
 
 def main(argv: list[str], command: str = "demo") -> int:
     settings = DemoSettings(**vars(build_parser(command).parse_args(argv)))
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return run_demo(settings)

@@ -29,9 +29,9 @@ from pathlib import Path
 
 from imgclf import contract, stack
 from imgclf.model_store import open_model
-from imgclf.client.base import ClientError
-from imgclf.client.rest import fetch_model_status
-from imgclf.settings import StackSettings
+from imgclf.model_status import StatusError, fetch_model_status
+from imgclf.polling import poll
+from imgclf.settings import StackSettings, add_settings_flags
 
 TRAFFIC_PASSES_AFTER_TAKEOVER = 2   # full passes over the validation images the new version answers
 REST_POLL_SECONDS = 0.5
@@ -175,33 +175,31 @@ def version_states(rest_url: str, model_name: str) -> dict[int, str]:
     """Version -> state as the server reports them; empty while it does not answer."""
     try:
         return fetch_model_status(rest_url, model_name).states()
-    except ClientError:
+    except StatusError:
         return {}
 
 
 def wait_until_serving(rest_url: str, model_name: str, version: int, timeout: float,
                        retired: int | None = None) -> None:
     """Until `version` is AVAILABLE and, when given, `retired` no longer is."""
-    deadline = time.monotonic() + timeout
     states: dict[int, str] = {}
-    while time.monotonic() < deadline:
-        states = version_states(rest_url, model_name)
-        if states.get(version) == "AVAILABLE" and (retired is None or states.get(retired) != "AVAILABLE"):
-            return
-        time.sleep(REST_POLL_SECONDS)
-    raise E2EFailure(f"version {version} not served alone within {timeout:.0f} s; the server said {states}")
+
+    def served_alone() -> bool:
+        states.clear()
+        states.update(version_states(rest_url, model_name))
+        return states.get(version) == "AVAILABLE" and (retired is None or states.get(retired) != "AVAILABLE")
+
+    if not poll(served_alone, timeout, REST_POLL_SECONDS):
+        raise E2EFailure(f"version {version} not served alone within {timeout:.0f} s; the server said {states}")
 
 
 def wait_until_healthy(container, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    status = "unknown"
-    while time.monotonic() < deadline:
+    def health() -> str:
         container.reload()
-        status = container.attrs["State"].get("Health", {}).get("Status", "none")
-        if status == "healthy":
-            return
-        time.sleep(1)
-    raise E2EFailure(f"the serving container's healthcheck says {status!r} after {timeout:.0f} s")
+        return container.attrs["State"].get("Health", {}).get("Status", "none")
+
+    if not poll(lambda: health() == "healthy", timeout, 1.0):
+        raise E2EFailure(f"the serving container's healthcheck says {health()!r} after {timeout:.0f} s")
 
 
 # The client container's continuous traffic: validation passes one image per request, no retries
@@ -251,14 +249,16 @@ def completed_passes(container) -> int:
 
 
 def wait_for_passes(container, count: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while completed_passes(container) < count:
+    def enough() -> bool:
+        if completed_passes(container) >= count:
+            return True
         container.reload()
         if container.status == "exited":
             raise E2EFailure("the traffic container stopped:\n" + container.logs().decode(errors="replace")[-2000:])
-        if time.monotonic() > deadline:
-            raise E2EFailure(f"fewer than {count} traffic passes in {timeout:.0f} s")
-        time.sleep(1)
+        return False
+
+    if not poll(enough, timeout, 1.0):
+        raise E2EFailure(f"fewer than {count} traffic passes in {timeout:.0f} s")
 
 
 def train_and_watch_rollout(project: ComposeProject, settings: StackSettings, rest_url: str, old: int,
@@ -337,6 +337,7 @@ def run(client, settings: StackSettings, root: Path, work: Path) -> Summary:
                      REST_PORT=str(free_port()), GRPC_PORT=str(free_port()))
     rest_url = f"http://127.0.0.1:{variables['REST_PORT']}"
     project = ComposeProject(root, f"imgclf-e2e-{os.getpid()}", variables)
+    summary.facts.append(f"compose project: {project.name}")
     try:
         with summary.timed("train"):
             first = train(project, settings, 1)
@@ -367,13 +368,8 @@ def run(client, settings: StackSettings, root: Path, work: Path) -> Summary:
 
 # --- command line ------------------------------------------------------------------------------
 def build_parser(command: str = "e2e") -> argparse.ArgumentParser:
-    defaults = stack.settings_from_environment()
     parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
-    for name in ("base_image", "serving_image", "ca_bundle", "per_class", "epochs", "image_size", "timeout"):
-        default = getattr(defaults, name)
-        parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=default,
-                            help=f"{name.upper()} (default {default!r})")
-    parser.add_argument("--keep", action="store_true", help="leave the work folder (data, models)")
+    add_settings_flags(parser, StackSettings, "e2e")
     return parser
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgclf import __version__, contract
+from imgclf.settings import KubeSettings, add_settings_flags
 
 KUBERNETES_FOLDER = Path("deploy") / "kubernetes"
 # What Debian's kubectl 1.20 (its kustomize v2.0.3) understands; newer ones only warn about some.
@@ -320,12 +321,16 @@ def check(folder: str | os.PathLike, repository: Path) -> tuple[list[dict], list
     return objects, findings
 
 
+def build_parser(command: str = "k8s-check") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
+    add_settings_flags(parser, KubeSettings, command)
+    return parser
+
+
 def main(argv: list[str], command: str = "k8s-check") -> int:
     from imgclf.stack import repository_root
 
-    parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
-    parser.add_argument("folders", nargs="*", help=f"kustomizations (default: every one under {KUBERNETES_FOLDER})")
-    args = parser.parse_args(argv)
+    args = build_parser(command).parse_args(argv)
     root = repository_root()
     folders = args.folders or kustomizations(root / KUBERNETES_FOLDER)
     failed = 0

@@ -19,9 +19,8 @@ import sys
 from pathlib import Path
 
 from imgclf import contract, stack
-from imgclf.settings import StackSettings, TrainSettings
+from imgclf.settings import StackSettings, TrainSettings, add_settings_flags
 
-RUNNERS = ("docker", "local")
 # Runners that layers above add (imgclf.cli composes them in): name -> main(target, flags).
 EXTRA_RUNNERS: dict = {}
 COMMANDS = ("train", "validate")
@@ -105,16 +104,22 @@ def validate_invocation(argv: list[str]) -> Invocation:
     known, rest = paths.parse_known_args(argv)
     invocation = Invocation()
     invocation.variables["DIR"] = str(Path(known.dir).resolve())
+    writers = set()   # the one non-root user the client writes its folders as
     if known.pdf_cache:   # rendered pages outlive the container
-        Path(known.pdf_cache).mkdir(parents=True, exist_ok=True)
+        writers.add(writable_folder(Path(known.pdf_cache), "PDF_CACHE"))
         invocation.mount(known.pdf_cache, "/pdf-cache", "--pdf-cache", read_only=False)
     if known.model_name:
         invocation.variables["MODEL_NAME"] = contract.validate_model_name(known.model_name)
     if known.output:
         folder = Path(known.output).resolve().parent
-        invocation.variables["IMGCLF_USER"] = writable_folder(folder, "OUTPUT's folder")
+        writers.add(writable_folder(folder, "OUTPUT's folder"))
         invocation.mounts += ["-v", f"{folder}:/output"]
         invocation.flags += ["--output", f"/output/{Path(known.output).name}"]
+    if len(writers) > 1:
+        raise stack.StackError(f"PDF_CACHE and OUTPUT's folder belong to different users ({', '.join(sorted(writers))}): "
+                               f"the client writes both as one user; give them one owner")
+    if writers:
+        invocation.variables["IMGCLF_USER"] = writers.pop()
     invocation.flags += rest
     return invocation
 
@@ -179,21 +184,29 @@ def choose_runner(requested: str) -> str:
     return "docker" if stack.engine_reachable() else "local"
 
 
-def main(argv: list[str], command: str = "run") -> int:
+def run_locally(target: str, flags: list[str]) -> int:
+    if target == "train":
+        from imgclf.rollout import training as cli
+    else:
+        from imgclf.client import cli
+    return int(cli.main(flags, command=target) or 0)
+
+
+def build_parser(command: str = "run") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runner", choices=("", *RUNNERS, *EXTRA_RUNNERS), default=stack.settings_from_environment().runner,
-                        help="RUNNER: docker, local, swarm (jobs on the swarm DOCKER_HOST manages), or empty = "
-                             "docker when an engine is reachable")
+    add_settings_flags(parser, StackSettings, "run")
     parser.add_argument("target", choices=COMMANDS)
     parser.add_argument("flags", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str], command: str = "run") -> int:
+    args = build_parser(command).parse_args(argv)
     runner = choose_runner(args.runner)
     if runner in EXTRA_RUNNERS:   # e.g. swarm: one-off jobs on the swarm the stack runs on
         return EXTRA_RUNNERS[runner](args.target, args.flags)
     if runner == "local":
-        from imgclf import cli
-
-        return cli.main([args.target, *args.flags])
+        return run_locally(args.target, args.flags)
     try:
         return run_in_docker(args.target, args.flags, stack.settings_from_environment())
     except (stack.StackError, contract.ContractError) as error:

@@ -10,7 +10,6 @@ locally with debootstrap.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import shutil
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from imgclf import __version__
-from imgclf.settings import StackSettings
+from imgclf.settings import StackSettings, from_environment
 
 PUBLIC_BASE_IMAGE = "python:3.11-slim-bookworm"      # the Dockerfiles' BASE_IMAGE default
 LOCAL_BASE_IMAGE = "imgclf-base:bookworm"            # made with debootstrap when that cannot be pulled
@@ -69,9 +68,7 @@ IMAGES = {
 def settings_from_environment() -> StackSettings:
     """StackSettings whose image choices come from the variables compose reads too (BASE_IMAGE,
     SERVING_IMAGE, also CA_BUNDLE and RUNNER), so one `make ... SERVING_IMAGE=x` reaches both."""
-    defaults = StackSettings()
-    names = ("runner", "base_image", "serving_image", "ca_bundle")
-    return dataclasses.replace(defaults, **{n: os.environ.get(n.upper(), getattr(defaults, n)) for n in names})
+    return from_environment(StackSettings)
 
 
 # --- engine and compose ------------------------------------------------------------------------

@@ -97,6 +97,13 @@ def test_runner_shows_host_paths_for_container_paths():
     assert runner.to_host_path("accuracy 0.9\n", mounts) == "accuracy 0.9\n"
 
 
+def test_local_runner_runs_the_command_itself(tmp_path, capsys):
+    assert runner.main(["--runner", "local", "train"]) == 2
+    assert "imgclf train: --data is required" in capsys.readouterr().err
+    assert runner.main(["--runner", "local", "validate", str(tmp_path / "absent")]) == 2
+    assert f"DIR {tmp_path / 'absent'}: no such folder" in capsys.readouterr().err
+
+
 def test_make_e2e_trains_serves_validates_and_rolls_out_without_a_failed_request(docker_engine, run_make):
     """The README's command, as a user runs it; its output is shown (the phase times, image sizes)."""
     result, summary = run_make("e2e", "== e2e summary")
@@ -105,8 +112,12 @@ def test_make_e2e_trains_serves_validates_and_rolls_out_without_a_failed_request
     assert traffic and int(traffic.group(1)) > 0, summary
     for phase in ("base image", "builds", "train", "first answer", "validate", "rollout"):
         assert phase in summary
-    leftovers = docker_engine.containers.list(all=True, filters={"label": "com.docker.compose.project"})
-    assert not [c.name for c in leftovers if c.labels["com.docker.compose.project"].startswith("imgclf-e2e-")]
+    # Its own project only: other e2e runs may share the engine.
+    project = re.search(r"compose project: (\S+)", summary)
+    assert project, summary
+    leftovers = docker_engine.containers.list(
+        all=True, filters={"label": f"com.docker.compose.project={project.group(1)}"})
+    assert not [c.name for c in leftovers]
 
 
 @pytest.fixture(scope="module")
@@ -221,3 +232,13 @@ def test_traffic_report_counts_a_pass_without_summary_as_failed():
     traffic = traffic_report(log)
     assert (traffic.passes, traffic.failed_passes, traffic.requests, traffic.failed_requests) == (3, 2, 48, 1)
     assert traffic.versions[2].endswith("18 at the end")
+
+
+def test_runner_gives_the_client_the_owner_of_the_folders_it_writes(tmp_path):
+    pages, cache, output = tmp_path / "pages", tmp_path / "pdf-cache", tmp_path / "out" / "results.csv"
+    pages.mkdir()
+    invocation = runner.validate_invocation([str(pages), "--pdf-cache", str(cache), "--output", str(output)])
+    expected = f"{stack.IMAGE_UID}:{stack.IMAGE_UID}" if os.geteuid() == 0 else f"{os.getuid()}:{os.getgid()}"
+    assert invocation.variables["IMGCLF_USER"] == expected   # made here: never root-owned
+    assert cache.is_dir() and output.parent.is_dir()
+    assert invocation.flags == ["--pdf-cache", "/pdf-cache", "--output", "/output/results.csv"]

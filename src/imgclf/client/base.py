@@ -3,10 +3,11 @@ one it talks through."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from imgclf import contract
+from imgclf import contract, model_status
+from imgclf.model_status import ModelStatus  # noqa: F401  (part of this module's interface)
+from imgclf.polling import poll
 
 
 POLL_SECONDS = 0.5     # while waiting for the model to become AVAILABLE
@@ -16,11 +17,11 @@ class ClientError(Exception):
     """A failure with a message meant for the user (printed without a traceback)."""
 
 
-class ServerUnreachable(ClientError):
+class ServerUnreachable(ClientError, model_status.ServerUnreachable):
     """No connection, or the server stayed UNAVAILABLE after every retry: the run cannot go on."""
 
 
-class ModelNotAvailable(ClientError):
+class ModelNotAvailable(ClientError, model_status.ModelNotAvailable):
     """The server answers but has no AVAILABLE version of the model (or version/label) asked for."""
 
 
@@ -58,37 +59,6 @@ class PredictReply:
     request_bytes: int = 0          # size of the request on the wire (body / serialized message)
 
 
-@dataclass
-class ModelStatus:
-    """What the status API says: every version it knows, with its state and error message."""
-
-    versions: dict[int, tuple[str, str]] = field(default_factory=dict)   # version -> (state, error)
-
-    @classmethod
-    def from_rest(cls, body: dict) -> "ModelStatus":
-        """From the REST status reply, {"model_version_status": [{"version": "3", "state": ...}]}."""
-        status = cls()
-        for entry in body.get("model_version_status", []):
-            error = entry.get("status", {}).get("error_message", "")
-            status.versions[int(entry["version"])] = (entry.get("state", ""), error)
-        return status
-
-    def states(self) -> dict[int, str]:
-        return {version: state for version, (state, _) in self.versions.items()}
-
-    @property
-    def available(self) -> list[int]:
-        return sorted(v for v, (state, _) in self.versions.items() if state == "AVAILABLE")
-
-    def describe(self) -> str:
-        if not self.versions:
-            return "no versions"
-        parts = []
-        for version, (state, error) in sorted(self.versions.items()):
-            parts.append(f"version {version} {state}" + (f" ({error})" if error else ""))
-        return ", ".join(parts)
-
-
 def check_signature(inputs: set[str], outputs: set[str], where: str) -> None:
     """The served signature must take contract.INPUT_NAME and give the scores and classes outputs."""
     wanted_outputs = {contract.SCORES_OUTPUT, contract.CLASSES_OUTPUT}
@@ -120,9 +90,9 @@ def wait_until_available(client, wait_seconds: float, on_wait=None) -> int:
     The real server opens its ports only once the first versions have loaded, so an unreachable
     server counts as still loading until the deadline. on_wait(reason) is called once, when the
     first poll finds the model not ready."""
-    deadline = time.monotonic() + wait_seconds
-    told = False
-    while True:
+    problems: list[ClientError] = []
+
+    def newest_available() -> int | None:
         try:
             status = client.status()
             if status.available:
@@ -130,14 +100,18 @@ def wait_until_available(client, wait_seconds: float, on_wait=None) -> int:
             problem: ClientError = ModelNotAvailable(f"{client.endpoint}: {status.describe()}")
         except (ServerUnreachable, ModelNotAvailable, RequestTimedOut) as error:
             problem = error
-        if time.monotonic() >= deadline:
-            if wait_seconds > 0:
-                problem.args = (f"{problem.args[0]} (waited {wait_seconds:g} s)",)
-            raise problem
-        if on_wait and not told:
+        if on_wait and not problems and wait_seconds > 0:
             on_wait(str(problem))
-            told = True
-        time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+        problems.append(problem)
+        return None
+
+    version = poll(newest_available, wait_seconds, POLL_SECONDS)
+    if version is None:
+        problem = problems[-1]
+        if wait_seconds > 0:
+            problem.args = (f"{problem.args[0]} (waited {wait_seconds:g} s)",)
+        raise problem
+    return version
 
 
 @dataclass

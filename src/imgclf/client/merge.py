@@ -1,7 +1,7 @@
-"""`imgclf merge-results OUTPUT [SHARD_FILE ...]`: the outputs of `imgclf validate --shard i/N
---output OUTPUT` (one per shard, from any number of processes or hosts) merged into OUTPUT.
+"""`imgclf merge-results --output OUTPUT [--inputs SHARD_FILE ...]`: the outputs of `imgclf validate
+--shard i/N --output OUTPUT` (one per shard, from any number of processes or hosts) merged into OUTPUT.
 
-Without SHARD_FILEs it takes `<name>.shard-<i>-of-<N><ext>` beside OUTPUT and refuses unless all N
+Without --inputs it takes `<name>.shard-<i>-of-<N><ext>` beside OUTPUT and refuses unless all N
 are there and complete. Rows come out in the order one unsharded run writes them (the folder walk's
 order), streamed: memory does not grow with the number of files. A file in two shards, or shards
 scored by models with different labels, is an error. Prints the merged summary (images, errors,
@@ -24,6 +24,7 @@ from imgclf.client.metrics import RunMetrics
 from imgclf.client.output import FIXED_COLUMNS, check_output_path, open_writer
 from imgclf.client.report import accuracy_lines
 from imgclf.client.shards import shard_files
+from imgclf.settings import MergeSettings, add_settings_flags
 
 
 def walk_key(path: str) -> tuple:
@@ -136,14 +137,16 @@ def summary(path: Path, metrics: RunMetrics, counts: dict[str, int]) -> str:
     return "\n".join(lines + accuracy_lines(metrics))
 
 
-def main(argv: list[str], command: str = "merge-results") -> int:
+def build_parser(command: str = "merge-results") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("output", metavar="OUTPUT", help="the merged .csv or .jsonl to write")
-    parser.add_argument("inputs", metavar="SHARD_FILE", nargs="*",
-                        help="shard outputs (default: OUTPUT's <name>.shard-<i>-of-<N><ext> files)")
-    args = parser.parse_args(argv)
+    add_settings_flags(parser, MergeSettings, command)
+    return parser
+
+
+def main(argv: list[str], command: str = "merge-results") -> int:
+    args = build_parser(command).parse_args(argv)
     try:
         inputs = [Path(p) for p in args.inputs] or shard_files(args.output)
         path, metrics, counts = merge(args.output, inputs)

@@ -22,46 +22,9 @@ from imgclf.client.base import (
     check_signature,
     make_predictions,
 )
+from imgclf.model_status import connection_reason, error_message, normalize_url
 
 BACKOFF_SECONDS = 0.5          # urllib3 doubles it per retry: 0, 1, 2, 4, 8 s ...
-
-
-def normalize_url(server: str) -> str:
-    """'localhost:8501' and 'http://localhost:8501/' both mean http://localhost:8501."""
-    server = server.strip().rstrip("/")
-    if "://" not in server:
-        server = "http://" + server
-    return server
-
-
-def error_message(response: requests.Response) -> str:
-    """The server's {"error": ...} message, or the start of whatever it sent instead."""
-    try:
-        body = response.json()
-        if isinstance(body, dict) and "error" in body:
-            return str(body["error"])
-    except ValueError:
-        pass
-    text = response.text.strip()
-    return f"HTTP {response.status_code}" + (f": {text[:300]}" if text else "")
-
-
-def fetch_model_status(server: str, model_name: str, timeout: float = 5.0) -> ModelStatus:
-    """What the server's status API says of every version of the model, in one GET without retries.
-    Raises ServerUnreachable (no answer, or an error other than 404) or ModelNotAvailable (404)."""
-    url = normalize_url(server) + contract.rest_model_path(model_name)
-    try:
-        response = requests.get(url, timeout=timeout)
-    except requests.RequestException as error:
-        raise ServerUnreachable(f"cannot reach {url}: {_reason(error)}") from None
-    if response.status_code == 404:
-        raise ModelNotAvailable(f"{url}: {error_message(response)}")
-    if response.status_code != 200:
-        raise ServerUnreachable(f"{url}: {error_message(response)}")
-    try:
-        return ModelStatus.from_rest(response.json())
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise ServerUnreachable(f"{url}: the reply is not a TensorFlow Serving model status") from None
 
 
 class RestClient:
@@ -106,7 +69,7 @@ class RestClient:
         try:
             return (session or self._session()).get(url, timeout=self.timeout)
         except requests.ConnectionError as error:
-            raise ServerUnreachable(f"cannot reach {self.base_url}: {_reason(error)}") from None
+            raise ServerUnreachable(f"cannot reach {self.base_url}: {connection_reason(error)}") from None
         except requests.Timeout:
             raise RequestTimedOut(f"{url}: no reply within {self.timeout:g} s") from None
 
@@ -147,7 +110,7 @@ class RestClient:
             response = self._session().post(
                 url, data=body, timeout=self.timeout, headers={"Content-Type": "application/json"})
         except requests.ConnectionError as error:
-            raise ServerUnreachable(f"cannot reach {self.base_url}: {_reason(error)}") from None
+            raise ServerUnreachable(f"cannot reach {self.base_url}: {connection_reason(error)}") from None
         except requests.Timeout:
             raise RequestTimedOut(f"no reply within {self.timeout:g} s") from None
         if response.status_code == 503:
@@ -173,13 +136,3 @@ class RestClient:
             for session in self._sessions:
                 session.close()
             self._sessions.clear()
-
-
-def _reason(error: Exception) -> str:
-    """The innermost cause of a requests/urllib3 connection error, e.g. 'Connection refused'."""
-    text = str(error)
-    for marker in ("Connection refused", "Name or service not known", "timed out",
-                   "Connection reset", "Connection aborted", "Remote end closed"):
-        if marker in text:
-            return marker.lower()
-    return text[:300]

@@ -3,7 +3,7 @@
 `--shard i/N` (0 <= i < N) keeps the files whose path relative to DIR hashes to i modulo N: the
 assignment depends only on the file's relative path, so every process agrees without talking to the
 others, wherever DIR is mounted, and a file added later never moves the others. With --output, shard
-i of N writes `<name>.shard-<i>-of-<N><ext>` beside OUTPUT, and `imgclf merge-results OUTPUT` merges
+i of N writes `<name>.shard-<i>-of-<N><ext>` beside OUTPUT, and `imgclf merge-results --output OUTPUT` merges
 the N of them into OUTPUT, checking that every shard is there and complete.
 """
 
@@ -15,16 +15,16 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator
 
 from imgclf.client.base import ClientError
-
-_SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+from imgclf.settings import shard_spec
 
 
 def parse_shard(text: str) -> tuple[int, int]:
     """'2/8' -> (2, 8); ClientError naming the rule when it is not i/N with 0 <= i < N."""
-    match = _SHARD.match(text or "")
-    if not match or int(match.group(2)) < 1 or int(match.group(1)) >= int(match.group(2)):
-        raise ClientError(f"SHARD {text!r}: give i/N with 0 <= i < N, e.g. 0/4 ... 3/4")
-    return int(match.group(1)), int(match.group(2))
+    try:
+        index, _, count = shard_spec(text or "x").partition("/")
+    except ValueError as error:
+        raise ClientError(f"SHARD {text!r}: {error}") from None
+    return int(index), int(count)
 
 
 def shard_of(relative_path: str, count: int) -> int:

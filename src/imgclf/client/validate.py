@@ -3,16 +3,14 @@ bounded number of requests in flight, print a line per image, write every score,
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from tqdm import tqdm
-
 from imgclf import contract
+from imgclf.batches import run_batch_or_each
 from imgclf.client import files, shards
 from imgclf.client.base import (
     ClientError,
@@ -25,7 +23,9 @@ from imgclf.client.metrics import RunMetrics
 from imgclf.client.output import ResultWriter, check_output_path, open_writer
 from imgclf.client.report import format_report
 from imgclf.pdf import store as pdf_store
+from imgclf.progress import Progress
 from imgclf.settings import ValidateSettings
+from imgclf.tf_errors import tf_error_message
 
 EXIT_OK = 0
 EXIT_FAILED = 1        # an image failed, or accuracy is below --min-accuracy
@@ -82,43 +82,22 @@ def predict_batch(client, root: Path, paths: list[Path], read=files.read_file) -
         for (result, _), prediction in zip(group, reply.predictions):
             result.prediction, result.version = prediction, reply.version
 
-    def send_alone(item: tuple[ImageResult, bytes]) -> None:
-        try:
-            send([item])
-        except (RequestRejected, RequestTimedOut) as error:
-            item[0].error = str(error)
+    def failed(item: tuple[ImageResult, bytes], error: BaseException) -> None:
+        item[0].error = str(error)
 
-    if len(readable) == 1:
-        send_alone(readable[0])
-    elif readable:
-        try:
-            send(readable)
-        except RequestRejected:
-            for item in readable:
-                send_alone(item)
-        except RequestTimedOut as error:
-            for result, _ in readable:
-                result.error = str(error)
+    try:
+        run_batch_or_each(readable, send, fall_back_on=(RequestRejected,), on_failure=failed,
+                          item_errors=(RequestRejected, RequestTimedOut))
+    except RequestTimedOut as error:   # a whole batch timed out: sending each alone would too
+        for item in readable:
+            failed(item, error)
     return outcome
-
-
-# TensorFlow wraps an op's error in lines about where it happened; the user needs the op's own words.
-_TF_ERROR_NOISE = re.compile(r"^(Graph execution error:|Detected at node|<stack traces unavailable>)")
-_TF_NODE_SUFFIX = re.compile(r"\s*\[\[\{\{node [^]]*\]\]( \[Op:[^]]*\])?")
-
-
-def one_line(message: str) -> str:
-    """A server error message on one line, without TensorFlow's node and stack decorations (the
-    OUTPUT file keeps the full message)."""
-    kept = [_TF_NODE_SUFFIX.sub("", line).strip() for line in message.splitlines()
-            if not _TF_ERROR_NOISE.match(line.strip())]
-    return " ".join(line for line in kept if line) or " ".join(message.split())
 
 
 def image_lines(result: ImageResult, all_classes: bool) -> list[str]:
     """`label score path` lines, as the original tool printed them (every class with --all)."""
     if result.prediction is None:
-        return [f"ERROR - {result.path}: {one_line(result.error)}"]
+        return [f"ERROR - {result.path}: {tf_error_message(result.error)}"]
     ranked = result.prediction.ranked() if all_classes else [result.prediction.top]
     return [f"{label} {score:.7f} {result.path}" for label, score in ranked]
 
@@ -173,10 +152,9 @@ class Run:
         except OSError as error:
             self.note(f"imgclf validate: OUTPUT {self.output}: {error.strerror or error}")
             return EXIT_USAGE
-        wanted = self._progress_wanted()
+        wanted = self.settings.progress is not False
         total = files.count_image_files(self.root, settings.shard, with_pdfs=True) if wanted else None
-        bar = tqdm(total=total, unit="img", file=self.stderr, disable=not self._progress_wanted(),
-                   dynamic_ncols=True)
+        progress = Progress(total, "validate", "img", enabled=wanted, stream=self.stderr)
         self.metrics = RunMetrics()
         batches = files.iter_batches(files.image_files(self.root, settings.shard, with_pdfs=True), settings.batch)
         outcomes = files.ordered_bounded_map(
@@ -184,7 +162,7 @@ class Run:
         interrupted = False
         try:
             for outcome in outcomes:
-                self._take(outcome, bar)
+                self._take(outcome, progress)
         except ClientError as error:   # unreachable, model gone, contract broken: stop
             self.failure = str(error)
         except KeyboardInterrupt:
@@ -192,7 +170,7 @@ class Run:
         finally:
             outcomes.close()
             self.metrics.finish()
-            bar.close()
+            progress.close()
         if self.failure is None:
             try:
                 self.versions_from_metadata.append(client.metadata_version())
@@ -207,12 +185,7 @@ class Run:
             return EXIT_UNREACHABLE
         return self._verdict()
 
-    def _progress_wanted(self) -> bool:
-        if self.settings.progress is None:
-            return bool(getattr(self.stderr, "isatty", lambda: False)())
-        return self.settings.progress
-
-    def _take(self, outcome: BatchOutcome, bar: tqdm) -> None:
+    def _take(self, outcome: BatchOutcome, progress: Progress) -> None:
         for seconds, request_bytes in outcome.requests:
             self.metrics.add_request(seconds, request_bytes)
         lines = []
@@ -226,12 +199,8 @@ class Run:
             if self.writer:
                 self.writer.write(result)
             lines += image_lines(result, self.settings.all_classes)
-        text = "\n".join(lines)
-        if bar.disable:
-            print(text, file=self.stdout, flush=True)
-        else:
-            bar.write(text, file=self.stdout)
-            bar.update(len(outcome.results))
+        progress.write("\n".join(lines), file=self.stdout)
+        progress.update(len(outcome.results))
 
     # --- the report -----------------------------------------------------------------------------
     def _report(self, client, saved: Path | None) -> None:

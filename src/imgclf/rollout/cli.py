@@ -15,52 +15,13 @@ import posixpath
 import sys
 
 from imgclf import contract, model_store
-from imgclf.settings import RolloutSettings
-
-DEFAULTS = RolloutSettings()
+from imgclf.settings import RolloutSettings, add_settings_flags
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"imgclf {command}")
-    parser.add_argument("--models", default=DEFAULTS.models, help="folder holding <model-name>/<version>/")
-    parser.add_argument("--model-name", default=DEFAULTS.model_name)
-    if command == "publish":
-        parser.add_argument("--staged", default=DEFAULTS.staged,
-                            help="staged folder to publish (default: the only one in the base path)")
-        parser.add_argument("--validate", default=DEFAULTS.validate,
-                            help="held-out folder (one sub-folder per class) the gate measures on")
-        parser.add_argument("--tolerance", type=float, default=DEFAULTS.tolerance,
-                            help="how much lower the candidate's accuracy may be than the served one's")
-        parser.add_argument("--force", action="store_true", default=DEFAULTS.force,
-                            help="publish even when the gate refuses")
-    if command == "rollback":
-        parser.add_argument("--force", action="store_true", default=DEFAULTS.force,
-                            help="also roll back the only published version")
-    if command in ("pin", "unpin", "rollback", "status"):
-        parser.add_argument("--models-config", default=DEFAULTS.models_config,
-                            help="the model config file the server polls")
-    if command in ("pin", "unpin"):
-        parser.add_argument("--serving-models", default=DEFAULTS.serving_models,
-                            help="--models as the server sees it, written into the config (default "
-                                 "/models: the official image's; the local server maps it onto its --models)")
-    if command == "pin":
-        parser.add_argument("--version", type=int, required=True, help="the version to serve, labelled stable")
-        parser.add_argument("--canary", type=int, default=DEFAULTS.canary,
-                            help="also serve this version, labelled canary")
-        parser.add_argument("--wait", type=float, default=DEFAULTS.wait,
-                            help="seconds to wait for the server to serve the versions and labels")
-    if command in ("pin", "status"):
-        parser.add_argument("--server", default=DEFAULTS.server, help="the server's REST endpoint")
-    if command == "clean-staged":
-        parser.add_argument("--older-than", type=float, default=DEFAULTS.older_than,
-                            help="remove staged folders unchanged for this many seconds (a running "
-                                 "export keeps changing its folder)")
-        parser.add_argument("--sealed", action="store_true", default=DEFAULTS.sealed,
-                            help="also remove complete exports the gate refused")
-    if command == "status":
-        parser.add_argument("--docker-service", default=DEFAULTS.docker_service,
-                            help="compose service whose container health to show ('' = skip Docker)")
-        parser.add_argument("--json", action="store_true", help="print the status as JSON")
+    parser = argparse.ArgumentParser(prog=f"imgclf {command}",
+                                     description="Defaults live in imgclf/settings.py (RolloutSettings).")
+    add_settings_flags(parser, RolloutSettings, command)
     return parser
 
 

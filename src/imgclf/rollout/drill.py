@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import io
 import json
-import os
 import random
 import sys
 import tempfile
@@ -25,11 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
-from tqdm import tqdm
 
 from imgclf import contract
+from imgclf.client.base import ClientError
 from imgclf.client.metrics import latency_percentiles
+from imgclf.client.rest import RestClient
 from imgclf.model_store import ModelStore, open_store
+from imgclf.polling import poll
+from imgclf.progress import track
 from imgclf.rollout.markers import DEFAULT_LABELS, marker_of, write_marker_model
 from imgclf.settings import DrillSettings, add_settings_flags
 
@@ -108,9 +110,8 @@ class Traffic:
     No retries: a request that fails counts as a failure."""
 
     def __init__(self, rest_url: str, clients: int, image: bytes, timeout: float = 30.0):
-        self.url = rest_url.rstrip("/") + contract.rest_model_path(MODEL_NAME) + ":predict"
-        self.body = json.dumps(contract.rest_predict_body([image]))
-        self.timeout = timeout
+        self.client = RestClient(rest_url, MODEL_NAME, timeout=timeout, retries=0, pool_size=clients)
+        self.image = image
         self.replies: list[Reply] = []
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
@@ -125,23 +126,18 @@ class Traffic:
         self.stop_event.set()
         for thread in self.threads:
             thread.join()
+        self.client.close()
 
     def _run(self, client: int) -> None:
-        with requests.Session() as session:
-            while not self.stop_event.is_set():
-                started = time.monotonic()
-                marker, error = None, ""
-                try:
-                    reply = session.post(self.url, data=self.body, timeout=self.timeout,
-                                         headers={"Content-Type": "application/json"})
-                    if reply.ok:
-                        marker = marker_of(reply.json()["predictions"][0][contract.SCORES_OUTPUT])
-                    else:
-                        error = f"HTTP {reply.status_code}: {reply.text[:200]}"
-                except (requests.RequestException, ValueError, KeyError, IndexError) as exc:
-                    error = f"{type(exc).__name__}: {exc}"
-                with self.lock:
-                    self.replies.append(Reply(client, started, time.monotonic(), marker, error))
+        while not self.stop_event.is_set():
+            started = time.monotonic()
+            marker, error = None, ""
+            try:
+                marker = marker_of(self.client.predict([self.image]).predictions[0].scores)
+            except (ClientError, requests.RequestException) as exc:   # any failure counts; none ends the drill
+                error = f"{type(exc).__name__}: {exc}"
+            with self.lock:
+                self.replies.append(Reply(client, started, time.monotonic(), marker, error))
 
     def snapshot(self) -> list[Reply]:
         with self.lock:
@@ -149,16 +145,15 @@ class Traffic:
 
     def wait_for_marker(self, marker: int, since: float, timeout: float) -> float | None:
         """End time of the first reply from `marker` that ended after `since`, or None."""
-        deadline = time.monotonic() + timeout
-        seen = 0
-        while time.monotonic() < deadline:
+        seen = [0]
+
+        def answered() -> float | None:
             replies = self.snapshot()
-            for reply in replies[seen:]:
-                if reply.marker == marker and reply.ended >= since:
-                    return reply.ended
-            seen = len(replies)
-            time.sleep(0.01)
-        return None
+            found = next((r.ended for r in replies[seen[0]:] if r.marker == marker and r.ended >= since), None)
+            seen[0] = len(replies)
+            return found
+
+        return poll(answered, timeout, 0.01)
 
 
 # --- figures -----------------------------------------------------------------------------------
@@ -243,7 +238,7 @@ def stage_markers(store: ModelStore, count: int, warmup: list[bytes], carry: str
         labels = contract.parse_labels_file(
             (Path(carry) / contract.ASSETS_DIR / contract.LABELS_FILE).read_text())
     staged = []
-    for index in tqdm(range(1, count + 1), desc="marker models", unit="model", disable=None):
+    for index in track(range(1, count + 1), desc="marker models", unit="model"):
         staged.append(write_marker_model(store.stage(), index, labels, warmup_images=warmup, carry=carry or None))
         store.seal(staged[-1])
     return staged
@@ -304,27 +299,13 @@ def run_drill(settings: DrillSettings, say=print) -> Figures:
         return compute_figures(traffic.snapshot(), changes, version_of_marker, duration)
 
 
-FLAG_HELP = {
-    "clients": "threads sending predict requests non-stop",
-    "publishes": "new versions published during the drill",
-    "rollbacks": "of those, how many are then rolled back",
-    "steady_seconds": "seconds of traffic without changes, before and after",
-    "poll_seconds": "the drill server's --file_system_poll_wait_seconds",
-    "switch_timeout": "seconds a change may take to reach the answers",
-    "workdir": "where the drill's base path goes ('' = a temporary folder)",
-    "model": "a version folder every drill version carries and runs ('' = tiny models only)",
-    "output": "also write the figures as JSON to this file",
-}
-
-
 def build_parser(command: str = "drill") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
-    add_settings_flags(parser, DrillSettings, FLAG_HELP)
+    add_settings_flags(parser, DrillSettings, command)
     return parser
 
 
 def main(argv: list[str], command: str = "drill") -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     settings = DrillSettings(**vars(build_parser(command).parse_args(argv)))
     from imgclf.serving.process import ServerStartError
 

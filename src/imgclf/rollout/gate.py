@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from tqdm import tqdm
-
 from imgclf import contract
+from imgclf.batches import run_batch_or_each
 from imgclf.data_folders import find_class_folders, split_of
 from imgclf.model_store import ModelStore
+from imgclf.progress import track
+from imgclf.tf_errors import tf_error_message
 
 Example = tuple[Path, str]     # an image file and its true label
 BATCH_SIZE = 16
@@ -130,8 +131,8 @@ def _predict_labels(signature, files: Sequence[Path], seen_classes: set[str]) ->
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+    text = tf_error_message(str(error)).strip()
+    return f"{type(error).__name__}: {text}"
 
 
 def evaluate(model_dir: str | os.PathLike, examples: Sequence[Example], desc: str = "") -> Evaluation:
@@ -148,25 +149,20 @@ def evaluate(model_dir: str | os.PathLike, examples: Sequence[Example], desc: st
         evaluation.total += len(batch)
         evaluation.correct += sum(p == truth for p, (_, truth) in zip(predicted, batch))
 
+    def failed(example: Example, error: BaseException) -> None:
+        evaluation.total += 1
+        evaluation.failed_files.append(str(example[0]))
+
     try:
         model = tf.saved_model.load(str(model_dir))
         signature = _signature(model)
         evaluation.loaded = True
         evaluation.warmup_replayed = replay_warmup(model, Path(model_dir))
         batches = [examples[i:i + BATCH_SIZE] for i in range(0, len(examples), BATCH_SIZE)]
-        for batch in tqdm(batches, desc=desc or Path(model_dir).name, unit="batch", leave=False,
-                          disable=None):
-            try:
-                score(batch)
-            except (tf.errors.OpError, OSError):
-                # One bad file fails its whole batch: retry one by one to name it, and count it
-                # as a wrong answer so that both models are judged on the same examples.
-                for example in batch:
-                    try:
-                        score([example])
-                    except (tf.errors.OpError, OSError):
-                        evaluation.total += 1
-                        evaluation.failed_files.append(str(example[0]))
+        for batch in track(batches, desc=f"gate {desc or Path(model_dir).name}", unit="batch", leave=False):
+            # A bad file fails its batch: the files are then scored one by one, and the bad one
+            # counts as a wrong answer, so that both models are judged on the same examples.
+            run_batch_or_each(batch, score, fall_back_on=(tf.errors.OpError, OSError), on_failure=failed)
     except Exception as error:  # a model that cannot load or answer is exactly what the gate catches
         evaluation.error = _first_line(error)
     if evaluation.total and len(evaluation.failed_files) == evaluation.total:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from imgclf import contract
+from imgclf.warmup_requests import write_warmup_requests
 
 DEFAULT_LABELS = ("other", "research")
 # The marker is the score of the second label; it stays below one half so the first label wins.
@@ -30,24 +31,6 @@ def marker_score(index: int) -> float:
 def marker_of(scores: Sequence[float]) -> int:
     """The marker index that produced a reply's scores (inverse of marker_score)."""
     return int(round(scores[1] / MARKER_STEP))
-
-
-def write_warmup_requests(model_dir: str | os.PathLike, images: Sequence[bytes]) -> Path:
-    """assets.extra/tf_serving_warmup_requests: one PredictionLog per image, as TF Serving replays."""
-    import tensorflow as tf
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-
-    path = Path(model_dir) / contract.ASSETS_EXTRA_DIR / contract.WARMUP_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tf.io.TFRecordWriter(str(path)) as writer:
-        for image in images[: contract.MAX_WARMUP_RECORDS]:
-            request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(signature_name=contract.SIGNATURE_NAME))
-            request.inputs[contract.INPUT_NAME].CopyFrom(tf.make_tensor_proto([image], dtype=tf.string))
-            log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request))
-            writer.write(log.SerializeToString())
-    return path
 
 
 def write_marker_model(model_dir: str | os.PathLike, index: int, labels: Sequence[str] = DEFAULT_LABELS,

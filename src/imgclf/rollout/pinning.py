@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
-import requests
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from imgclf import contract
-from imgclf.client.base import ModelNotAvailable, ServerUnreachable
-from imgclf.client.rest import fetch_model_status
+from imgclf.client.base import ClientError
+from imgclf.client.rest import RestClient
+from imgclf.model_status import ModelNotAvailable, ServerUnreachable, fetch_model_status
 from imgclf.model_store import ModelStore
+from imgclf.polling import poll
 
 STABLE_LABEL = "stable"
 CANARY_LABEL = "canary"
@@ -162,20 +161,18 @@ def pin(config_path: str | os.PathLike, model_name: str, store: ModelStore, serv
 def label_version(server: str, model_name: str, label: str, timeout: float = 5.0) -> int | None:
     """The version the server resolves a label to, or None. Asked through metadata: TF Serving's
     status call ignores labels and lists every version, while metadata resolves the label."""
-    url = server.rstrip("/") + contract.rest_model_path(model_name, label=label) + "/metadata"
+    client = RestClient(server, model_name, label=label, timeout=timeout, retries=0)
     try:
-        reply = requests.get(url, timeout=timeout)
-        return int(reply.json()["model_spec"]["version"]) if reply.ok else None
-    except (requests.RequestException, ValueError, KeyError):
+        return client.metadata_version()
+    except (ClientError, ValueError):
         return None
+    finally:
+        client.close()
 
 
 def _wait_until(condition: Callable[[], bool], wait: float, failure: str) -> None:
-    deadline = time.monotonic() + wait
-    while not condition():
-        if time.monotonic() > deadline:
-            raise PinError(failure)
-        time.sleep(0.25)
+    if not poll(condition, wait, 0.25):
+        raise PinError(failure)
 
 
 def unpin(config_path: str | os.PathLike, model_name: str, serving_base_path: str,

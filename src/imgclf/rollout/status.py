@@ -11,8 +11,7 @@ from pathlib import Path
 
 
 from imgclf import contract, model_store
-from imgclf.client.base import ModelNotAvailable, ServerUnreachable
-from imgclf.client.rest import fetch_model_status
+from imgclf.model_status import ModelNotAvailable, ServerUnreachable, fetch_model_status
 from imgclf.rollout.pinning import labels_of, pinned_versions, read_models_config
 
 PUBLISHED, STAGED, RETIRED = "published", "staged", "retired"

@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import resource
 import threading
 from pathlib import Path
 
 from imgclf.serving import config as config_files
 from imgclf.serving.config import ConfigError, ModelSpecConfig
+from imgclf.serving.errors import ServingError
+from imgclf.serving.flags import server_limits
 from imgclf.serving.metrics import ServingMetrics
-from imgclf.serving.server import ModelServer, make_loader
+from imgclf.serving.server import ModelGate, ModelServer, make_loader
 from imgclf.serving.versions import ServerCore
+
+FILES_KEPT_FOR_MODELS = 512      # open files left for models, logs and gRPC beside REST connections
 
 log = logging.getLogger("imgclf.serve")
 
@@ -52,20 +58,46 @@ def apply_thread_flags(args: argparse.Namespace) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(inter)
 
 
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise the soft limit on open files to the hard limit (each connection is a file); returns
+    (before, after). Where the hard limit cannot be read or set, both are the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft >= hard:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        return soft, soft
+    return soft, hard
+
+
+def connection_cap(wanted: int, open_files: int) -> int:
+    """--rest_api_max_connections, lowered so that connections never take the files the models need."""
+    if open_files == resource.RLIM_INFINITY:
+        return wanted
+    return max(16, min(wanted, open_files - min(FILES_KEPT_FOR_MODELS, open_files // 2)))
+
+
 class LocalModelServer:
     def __init__(self, args: argparse.Namespace, specs: list[ModelSpecConfig]):
         self.args = args
+        self.limits = server_limits(args)
+        self.reload_roots = config_files.model_roots(specs, args.models, self.limits.reload_model_roots)
         batching = (config_files.read_batching_parameters(args.batching_parameters_file)
                     if args.enable_batching else None)
         self.prometheus = config_files.read_monitoring_config(args.monitoring_config_file)
         self.metrics = ServingMetrics() if self.prometheus.enabled else None
         tags = tuple(t for t in args.saved_model_tags.split(",") if t)
-        loader = make_loader(batching, enable_warmup=args.enable_model_warmup, tags=tags)
+        loader = make_loader(batching, enable_warmup=args.enable_model_warmup, tags=tags,
+                             run_batch_size=self.limits.model_run_batch_size)
         self.core = ServerCore(specs, loader, poll_seconds=args.file_system_poll_wait_seconds,
                                reload_config=self._read_config_file if args.model_config_file else None,
                                config_poll_seconds=args.model_config_file_poll_wait_seconds)
-        self.model_server = ModelServer(self.core, self.metrics, timeout_seconds=args.rest_api_timeout_in_ms / 1000)
-        self._httpd = None
+        concurrent = self.limits.model_max_concurrent_requests or os.cpu_count() or 1
+        self.model_server = ModelServer(self.core, self.metrics, timeout_seconds=args.rest_api_timeout_in_ms / 1000,
+                                        max_instances=self.limits.max_instances_per_request,
+                                        gate=ModelGate(concurrent, self.limits.model_max_queued_requests))
+        self._http = None
         self._grpc = None
 
     @classmethod
@@ -79,27 +111,51 @@ class LocalModelServer:
 
     def start(self) -> None:
         apply_thread_flags(self.args)
+        before, after = raise_open_file_limit()
+        if after != before:
+            log.info("Raised the open-file limit from %d to %d (the hard limit)", before, after)
         self._load_first_versions()
         self.core.start()
-        host = self.args.host
         if self.args.port:
-            from imgclf.serving.grpc_service import make_grpc_server
-
-            self._grpc = make_grpc_server(self.model_server, host, self.args.port, self.args.grpc_max_threads,
-                                          reload_config=self._reload_from_proto)
-            self._grpc.start()
-            log.info("Running gRPC ModelServer at %s:%d ...", host, self.args.port)
+            self._start_grpc()
         if self.args.rest_api_port:
-            from imgclf.serving.rest import RestApi, make_http_server, serve_in_thread
+            self._start_rest(after)
 
-            api = RestApi(self.model_server, self.prometheus.path if self.prometheus.enabled else None)
-            try:
-                self._httpd = make_http_server(api, host, self.args.rest_api_port,
-                                               cors=self.args.rest_api_enable_cors_support)
-            except OSError as error:
-                raise StartupError(f"cannot listen for REST on {host}:{self.args.rest_api_port}: {error}") from error
-            serve_in_thread(self._httpd)
-            log.info("Exporting HTTP/REST API at:%s:%d ...", host, self.args.rest_api_port)
+    def _start_grpc(self) -> None:
+        from imgclf.serving.grpc_service import channel_options, make_grpc_server
+
+        host, port = self.args.host, self.args.port
+        try:
+            options = channel_options(self.limits.grpc_max_receive_message_bytes, self.args.grpc_channel_arguments)
+            self._grpc = make_grpc_server(self.model_server, host, port, self.args.grpc_max_threads,
+                                          reload_config=self._reload_from_proto, options=options,
+                                          max_concurrent_rpcs=self.limits.grpc_max_concurrent_rpcs)
+        except (ValueError, ServingError) as error:
+            raise StartupError(str(error)) from error
+        self._grpc.start()
+        log.info("Running gRPC ModelServer at %s:%d ...", host, port)
+
+    def _start_rest(self, open_files: int) -> None:
+        from imgclf.serving.http_server import HttpLimits, RestHttpServer
+        from imgclf.serving.rest import RestApi
+
+        host, port, limits = self.args.host, self.args.rest_api_port, self.limits
+        cap = connection_cap(limits.rest_api_max_connections, open_files)
+        if cap < limits.rest_api_max_connections:
+            log.warning("Serving at most %d REST connections at once: the open-file limit is %d", cap, open_files)
+        http_limits = HttpLimits(
+            num_threads=max(1, self.args.rest_api_num_threads), max_connections=cap,
+            idle_timeout_seconds=limits.rest_api_idle_timeout_in_ms / 1000,
+            body_timeout_seconds=limits.rest_api_body_timeout_in_ms / 1000,
+            max_body_bytes=limits.rest_api_max_body_bytes, max_buffered_bytes=limits.rest_api_max_buffered_bytes)
+        api = RestApi(self.model_server, self.prometheus.path if self.prometheus.enabled else None)
+        try:
+            self._http = RestHttpServer(api, host, port, http_limits, cors=self.args.rest_api_enable_cors_support,
+                                        gate=self.model_server.gate)
+        except OSError as error:
+            raise StartupError(f"cannot listen for REST on {host}:{port}: {error}") from error
+        self._http.start()
+        log.info("Exporting HTTP/REST API at:%s:%d ...", host, port)
 
     def _load_first_versions(self) -> None:
         """Wait until every model has had its versions tried, as ServerCore does before the ports
@@ -123,13 +179,20 @@ class LocalModelServer:
         return config_files.read_model_server_config(self.args.model_config_file, models_root=self.args.models)
 
     def _reload_from_proto(self, message) -> None:
-        self.core.apply_config(config_files.specs_from_message(message, "HandleReloadConfigRequest",
-                                                                models_root=self.args.models))
+        """HandleReloadConfigRequest. Refused, beyond what the real server refuses: base paths outside
+        the model roots (a remote caller could otherwise serve any SavedModel on the host, whose graph
+        may read host files), and a list without any model, which would unload every model."""
+        specs = config_files.specs_from_message(message, "HandleReloadConfigRequest", models_root=self.args.models)
+        if not specs:
+            raise ServingError("FAILED_PRECONDITION",
+                               "The config lists no model: it would unload every model this server serves. "
+                               "Refused; list the models to keep serving (or stop the server)")
+        config_files.check_within_roots(specs, self.reload_roots)
+        self.core.apply_config(specs)
 
     def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
+        if self._http is not None:
+            self._http.stop()
         if self._grpc is not None:
             self._grpc.stop(grace=2).wait()
         self.core.stop()

@@ -1,25 +1,22 @@
-"""`imgclf serve`: the local TF-Serving-compatible server, or the Docker Compose `serving` service.
+"""The local TF-Serving-compatible server's command line (`imgclf serve --serving=local`; the
+top-level imgclf.serve decides between it and the Docker Compose `serving` service).
 
 Takes tensorflow_model_server's flags (see flags.py) plus conveniences for the Makefile:
 --models DIR (the folder the container sees as /models: --model_base_path becomes DIR/MODEL_NAME
 and config base paths under /models map into DIR), --models_config (serving/models.config, used as
-compose uses it), --host (default 127.0.0.1) and --serving (local | docker | empty = docker when a
-Docker engine is reachable and no model path or config file was given, else local).
+compose uses it) and --host (default 127.0.0.1).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
-import subprocess
 import sys
 import threading
 from pathlib import Path
 
 from imgclf.serving.flags import add_model_server_flags
-from imgclf.stack import engine_reachable
 from imgclf.settings import ServeSettings
 
 log = logging.getLogger("imgclf.serve")
@@ -29,8 +26,7 @@ def build_parser(command: str = "serve") -> argparse.ArgumentParser:
     defaults = ServeSettings()
     parser = argparse.ArgumentParser(
         prog=f"imgclf {command}",
-        description="Serve SavedModels as TensorFlow Serving does (REST and gRPC), or run the Docker "
-                    "Compose 'serving' service.",
+        description="Serve SavedModels as TensorFlow Serving does (REST and gRPC).",
     )
     conveniences = parser.add_argument_group("conveniences (Make variables)")
     conveniences.add_argument("--models", default=None,
@@ -42,9 +38,6 @@ def build_parser(command: str = "serve") -> argparse.ArgumentParser:
                               default=defaults.models_config,
                               help="MODELS_CONFIG: used when neither --model_base_path nor --model_config_file "
                                    "is given and it lists the model (default %(default)s)")
-    conveniences.add_argument("--serving", choices=("", "local", "docker"), default=defaults.serving,
-                              help="SERVING: local, docker, or empty = docker when an engine is reachable "
-                                   "and no --model_base_path/--model_config_file is given")
     add_model_server_flags(parser)
     # The REST port defaults to 8501 as in the official image's entrypoint; the model name is
     # decided in main() (image_classifier with --models, else tensorflow_model_server's "default").
@@ -55,17 +48,16 @@ def build_parser(command: str = "serve") -> argparse.ArgumentParser:
 def main(argv: list[str], command: str = "serve") -> int:
     args = build_parser(command).parse_args(argv)
     if args.version:
-        from imgclf.serving.app import version_text
-
-        print(version_text())
-        return 0
-    # Compose serves its own config, so explicit model paths always mean the local server.
-    explicit_model = bool(args.model_base_path or args.model_config_file)
+        return print_version()
     apply_make_defaults(args)
-    mode = args.serving or ("docker" if not explicit_model and engine_reachable() else "local")
-    if mode == "docker":
-        return run_compose_serving(args)
     return run_local(args)
+
+
+def print_version() -> int:
+    from imgclf.serving.app import version_text
+
+    print(version_text())
+    return 0
 
 
 def apply_make_defaults(args: argparse.Namespace) -> None:
@@ -105,7 +97,6 @@ def config_lists_model(path: str, model_name: str, models_root: str) -> bool:
 def run_local(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname).1s %(name)s] %(message)s")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from imgclf.serving.app import LocalModelServer, StartupError
 
     try:
@@ -122,25 +113,5 @@ def run_local(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- docker ------------------------------------------------------------------------------------
-def run_compose_serving(args: argparse.Namespace) -> int:
-    """`docker compose up serving`, passing the Make variables through the environment that the
-    compose file interpolates (MODELS, MODEL_NAME, REST_PORT, GRPC_PORT), with the stand-in image
-    where the official one cannot be pulled."""
-    from imgclf import runner, stack
-
-    env = dict(os.environ)
-    if args.models:
-        env["MODELS"] = str(Path(args.models).absolute())
-    env["MODEL_NAME"] = args.model_name if args.model_name != "default" else ServeSettings().model_name
-    env["REST_PORT"] = str(args.rest_api_port)
-    env["GRPC_PORT"] = str(args.port)
-    root = stack.repository_root()
-    try:
-        env.update(runner.prepare_images("serving", stack.settings_from_environment(), root))
-        command = [*stack.compose_command(), "-f", str(root / "docker-compose.yml"), "up", "serving"]
-    except stack.StackError as error:
-        print(f"imgclf serve: {error}", file=sys.stderr)
-        return 1
-    print("imgclf serve: Docker engine reachable, running: " + " ".join(command), file=sys.stderr)
-    return subprocess.call(command, env=env, cwd=root)
+if __name__ == "__main__":      # how LocalServer starts it: the serving package's own command line
+    sys.exit(main(sys.argv[1:]))

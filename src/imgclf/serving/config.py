@@ -102,6 +102,31 @@ def read_model_server_config(path: str | os.PathLike, models_root=None) -> list[
     return parse_model_server_config(text, str(path), models_root)
 
 
+# --- what the reload RPC may point at -----------------------------------------------------------
+def model_roots(specs: list[ModelSpecConfig], models_root=None, extra: str = "") -> list[Path]:
+    """Folders under which HandleReloadConfigRequest may place base paths: the folders holding the
+    models the server started with, --models, and the comma-separated `extra` (--reload_model_roots)."""
+    roots = [Path(spec.base_path).absolute().parent for spec in specs]
+    if models_root:
+        roots.append(Path(models_root).absolute())
+    roots += [Path(part.strip()).absolute() for part in extra.split(",") if part.strip()]
+    return sorted({root.resolve() for root in roots})
+
+
+def check_within_roots(specs: list[ModelSpecConfig], roots: list[Path]) -> None:
+    """A remote caller must not point the server at arbitrary host paths: every base path must
+    lie under one of `roots` once symbolic links and '..' are resolved (PERMISSION_DENIED)."""
+    from imgclf.serving.errors import ServingError
+
+    for spec in specs:
+        resolved = Path(spec.base_path).resolve()
+        if not any(resolved == root or root in resolved.parents for root in roots):
+            raise ServingError(
+                "PERMISSION_DENIED",
+                f"model {spec.name}: base path {spec.base_path} is outside the model roots this server was "
+                f"started with ({', '.join(map(str, roots))}); start it with --reload_model_roots to allow more")
+
+
 def _resolve_base_path(name: str, base_path: str, source: str, models_root) -> Path:
     if not base_path.startswith("/"):
         raise ConfigError(

@@ -3,9 +3,9 @@ name (the gRPC/absl code), mapped to HTTP the way the real server's http_server.
 
 from __future__ import annotations
 
-import re
-
 import grpc
+
+from imgclf.tf_errors import tf_error_message
 
 # Canonical code name -> HTTP status, as tensorflow_serving/model_servers/http_server.cc maps them.
 HTTP_STATUS = {
@@ -68,19 +68,10 @@ def from_exception(error: BaseException) -> ServingError:
     import tensorflow as tf   # only here: the module stays importable without TensorFlow
 
     if isinstance(error, tf.errors.OpError):
-        return ServingError(_tf_code_name(error.error_code), _op_error_message(error.message))
+        return ServingError(_tf_code_name(error.error_code), tf_error_message(error.message, one_line=False))
     if isinstance(error, (ValueError, TypeError)):
         return invalid_argument(str(error))
     return ServingError("INTERNAL", f"{type(error).__name__}: {error}")
-
-
-def _op_error_message(message: str) -> str:
-    """The kernel's own message, without the eager runtime's header and op suffix, so that it
-    reads like the real server's (which runs the graph in a session)."""
-    marker = "<stack traces unavailable>\n"
-    if message.startswith("Graph execution error:") and marker in message:
-        message = message.split(marker, 1)[1]
-    return re.sub(r"\s*\[Op:[^\]]*\]\s*$", "", message).strip()
 
 
 def _tf_code_name(error_code: int) -> str:

@@ -5,9 +5,10 @@ servers. Flags the local server cannot honour are accepted and documented as no-
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
-from imgclf.settings import parse_bool
+from imgclf.settings import ServerLimits, parse_bool
 
 # (name, type, default, help). Types: int, float, str, bool.
 MODEL_SERVER_FLAGS = [
@@ -16,7 +17,8 @@ MODEL_SERVER_FLAGS = [
     ("rest_api_port", int, 0, "Port to listen on for HTTP/REST API. If set to zero HTTP/REST API will not be "
                               "exported. This port must be different than the one specified in --port."),
     ("rest_api_num_threads", int, 4 * (os.cpu_count() or 1), "Number of threads for HTTP/REST API processing "
-                                                            "(the local server starts one per connection)."),
+                                                            "(locally: model requests; status and metadata "
+                                                            "have two threads of their own)."),
     ("rest_api_timeout_in_ms", int, 30000, "Timeout for HTTP/REST API calls."),
     ("rest_api_enable_cors_support", bool, False, "Enable CORS headers in response"),
     ("enable_batching", bool, False, "enable batching"),
@@ -51,7 +53,8 @@ MODEL_SERVER_FLAGS = [
     ("per_process_gpu_memory_fraction", float, 0.0, "(accepted, no-op)"),
     ("saved_model_tags", str, "serve", "Comma-separated set of tags corresponding to the meta graph def to load "
                                        "from SavedModel."),
-    ("grpc_channel_arguments", str, "", "(accepted, no-op)"),
+    ("grpc_channel_arguments", str, "", "A comma separated list of arguments to be passed to the grpc server. "
+                                        "(e.g. grpc.max_connection_age_ms=2000)"),
     ("grpc_max_threads", int, 4 * (os.cpu_count() or 1), "Max grpc server threads to handle grpc messages."),
     ("enable_model_warmup", bool, True, "Enables model warmup, which triggers lazy initializations (such as TF "
                                         "optimizations) at load time, to reduce first request latency."),
@@ -75,11 +78,47 @@ MODEL_SERVER_FLAGS = [
 ]
 
 
+LIMIT_HELP = {
+    "rest_api_max_connections": "REST connections held at once; when full, the one idle longest (or sending "
+                                "its body longest) is closed to make room. Capped by the open-file limit.",
+    "rest_api_idle_timeout_in_ms": "Time a REST client may take to send its request headers, and that a "
+                                   "keep-alive connection may stay idle.",
+    "rest_api_body_timeout_in_ms": "Time a REST client may take to send a request body.",
+    "rest_api_max_body_bytes": "Largest REST request body; larger ones get 413.",
+    "rest_api_max_buffered_bytes": "REST request bodies held in memory at once; past it, 503.",
+    "max_instances_per_request": "Most examples in one request (REST instances, gRPC first dimension); "
+                                 "more get INVALID_ARGUMENT. 0 = no limit.",
+    "model_max_concurrent_requests": "Requests running a model at once (REST and gRPC); 0 = one per CPU.",
+    "model_run_batch_size": "Most examples one model call runs; a larger request whose signature is "
+                            "batch-major runs in slices of this size (bounds memory). 0 = whole requests.",
+    "model_max_queued_requests": "Requests waiting for the model beyond those; more get UNAVAILABLE (503).",
+    "grpc_max_receive_message_bytes": "Largest gRPC message received (--grpc_channel_arguments may override).",
+    "grpc_max_concurrent_rpcs": "gRPC calls running or waiting for a thread; more get RESOURCE_EXHAUSTED.",
+    "reload_model_roots": "Extra folders (comma-separated) that HandleReloadConfigRequest may point base "
+                          "paths into, beside the folders holding the models the server started with; "
+                          "'/' allows any path.",
+}
+
+
 def add_model_server_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("tensorflow_model_server flags (same names, meanings and defaults)")
     for name, kind, default, help_text in MODEL_SERVER_FLAGS:
-        if kind is bool:
-            group.add_argument(f"--{name}", type=parse_bool, nargs="?", const=True, default=default,
-                               metavar="BOOL", help=f"{help_text} (default: {str(default).lower()})")
-        else:
-            group.add_argument(f"--{name}", type=kind, default=default, help=f"{help_text} (default: {default!r})")
+        _add(group, name, kind, default, help_text)
+    limits = parser.add_argument_group("limits of the local server (not flags of tensorflow_model_server; "
+                                       "defaults in settings.ServerLimits)")
+    defaults = ServerLimits()
+    for field in dataclasses.fields(ServerLimits):
+        default = getattr(defaults, field.name)
+        _add(limits, field.name, type(default), default, LIMIT_HELP[field.name])
+
+
+def _add(group, name: str, kind, default, help_text: str) -> None:
+    if kind is bool:
+        group.add_argument(f"--{name}", type=parse_bool, nargs="?", const=True, default=default,
+                           metavar="BOOL", help=f"{help_text} (default: {str(default).lower()})")
+    else:
+        group.add_argument(f"--{name}", type=kind, default=default, help=f"{help_text} (default: {default!r})")
+
+
+def server_limits(args: argparse.Namespace) -> ServerLimits:
+    return ServerLimits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServerLimits)})

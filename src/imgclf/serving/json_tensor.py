@@ -43,6 +43,8 @@ def parse_json_object(body: bytes) -> dict:
         raise invalid_argument(f"JSON Parse error: Invalid encoding in string. at offset: {error.start}")
     except json.JSONDecodeError as error:
         raise invalid_argument(f"JSON Parse error: {error.msg} at offset: {error.pos}")
+    except RecursionError:
+        raise invalid_argument("JSON Parse error: The document is nested too deeply") from None
     if not isinstance(doc, dict):
         raise invalid_argument(f"JSON Value: {debug_string(doc)} Is not object")
     return doc
@@ -57,13 +59,16 @@ def signature_name_of(doc: dict) -> str:
     return name
 
 
-def parse_predict_request(body: bytes, input_dtypes_for: Callable[[str], Mapping[str, int]]):
+def parse_predict_request(body: bytes, input_dtypes_for: Callable[[str], Mapping[str, int]],
+                          check_instances: Callable[[int], None] | None = None):
     """(signature_name, {input name: ndarray}, ROW|COLUMNAR) from a :predict body.
 
     `input_dtypes_for(signature_name)` gives the signature's input names and dtype enums; it is
     called after the JSON parsed, as in the real server (so bad JSON is a 400 even for an unknown
-    model)."""
+    model). `check_instances(count)` may refuse the batch size before any value is converted."""
     doc = parse_json_object(body)
+    if check_instances is not None:
+        check_instances(batch_size_of(doc))
     signature_name = signature_name_of(doc)
     input_dtypes = input_dtypes_for(signature_name)
     if not input_dtypes:
@@ -84,6 +89,16 @@ def parse_predict_request(body: bytes, input_dtypes_for: Callable[[str], Mapping
     if has_inputs:
         return signature_name, tensors_from_inputs(doc["inputs"], input_dtypes), COLUMNAR
     raise invalid_argument("Missing 'inputs' or 'instances' key")
+
+
+def batch_size_of(doc: dict) -> int:
+    """How many examples a predict body carries: the length of "instances", else the largest
+    first dimension among the "inputs" (0 when neither is a list)."""
+    if isinstance(doc.get("instances"), list):
+        return len(doc["instances"])
+    inputs = doc.get("inputs")
+    values = inputs.values() if isinstance(inputs, dict) and not _is_b64_object(inputs) else [inputs]
+    return max((len(v) for v in values if isinstance(v, list)), default=0)
 
 
 def _is_b64_object(value) -> bool:
@@ -187,10 +202,16 @@ def _as_array(flat: list, shape: list[int], dtype: int) -> np.ndarray:
     return array.reshape(shape)
 
 
+MAX_RANK = 32          # deeper nesting is refused before any conversion (numpy's limit was 32)
+
+
 def dense_shape(value) -> list[int]:
     """The shape implied by the first element at every level of nested lists."""
     shape = []
     while isinstance(value, list):
+        if len(shape) == MAX_RANK:
+            raise invalid_argument(f"JSON value is nested more than {MAX_RANK} lists deep; tensors of "
+                                   f"rank above {MAX_RANK} are not accepted")
         shape.append(len(value))
         if not value:
             break
@@ -304,7 +325,10 @@ def json_type_name(value) -> str:
 
 def debug_string(value) -> str:
     """The value as compact JSON, cut at 256 characters (only for error messages)."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    except RecursionError:
+        return "<a value nested too deeply to show>"
     return text[:_MAX_DEBUG_CHARS]
 
 

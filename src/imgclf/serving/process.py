@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from imgclf.client.base import ClientError
-from imgclf.client.rest import fetch_model_status
+from imgclf.model_status import StatusError, fetch_model_status
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -62,8 +61,7 @@ class LocalServer:
         return Path(self._log.name) if self._log else None
 
     def command(self) -> list[str]:
-        command = [sys.executable, "-m", "imgclf", "serve", "--serving", "local",
-                   f"--model_name={self.model_name}",
+        command = [sys.executable, "-m", "imgclf.serving.cli", f"--model_name={self.model_name}",
                    f"--port={self.grpc_port}", f"--rest_api_port={self.rest_port}",
                    f"--file_system_poll_wait_seconds={self.poll_seconds}", f"--host={self.host}"]
         if self.model_base_path is not None:
@@ -73,9 +71,7 @@ class LocalServer:
     def start(self) -> "LocalServer":
         # stderr goes to a file, not a pipe: a chatty server must never block on a full pipe.
         self._log = tempfile.NamedTemporaryFile(prefix="imgclf-serve-", suffix=".log", delete=False)
-        env = dict(os.environ)
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT)
         try:
             self.wait_until_available()
         except BaseException:
@@ -94,7 +90,7 @@ class LocalServer:
             try:
                 if fetch_model_status(self.rest_url, self.model_name, timeout=2).available:
                     return
-            except ClientError:   # not listening yet, or the model not loaded yet
+            except StatusError:   # not listening yet, or the model not loaded yet
                 pass
             time.sleep(0.2)
         raise ServerStartError(

@@ -1,14 +1,13 @@
 """The REST API on --rest_api_port, answering as TF Serving's http_rest_api_handler.cc:
 same paths (case-insensitive, URL-decoded names and labels), same JSON, same error messages and
-HTTP status codes, `Content-Type: application/json` on every reply."""
+HTTP status codes, `Content-Type: application/json` on every reply. The sockets, connections and
+threads around it are http_server.py's."""
 
 from __future__ import annotations
 
 import logging
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from google.protobuf import json_format
 
@@ -46,6 +45,8 @@ class RestApi:
             return 200, JSON, self._process(method, path, body)
         except ServingError as error:
             return error.http_status, JSON, json_tensor.error_json(error.message)
+        except RecursionError:           # only input can nest without bound
+            return 400, JSON, json_tensor.error_json(f"Malformed request: {method} {path}: nested too deeply")
         except Exception as error:  # a bug must answer 500, never take the server down
             log.exception("Unexpected error on %s %s", method, path)
             return 500, JSON, json_tensor.error_json(f"Internal error: {type(error).__name__}: {error}")
@@ -92,7 +93,8 @@ class RestApi:
                 raise invalid_argument(f'Serving signature name: "{key}" not found in signature def')
             return {alias: info.dtype for alias, info in servable.signature_defs[key].inputs.items()}
 
-        signature_name, inputs, fmt = json_tensor.parse_predict_request(body, input_dtypes_for)
+        signature_name, inputs, fmt = json_tensor.parse_predict_request(body, input_dtypes_for,
+                                                                        self.server.check_instances)
         outputs = self.server.predict(resolved["servable"], signature_name, inputs)
         return json_tensor.predict_response_json(outputs, fmt)
 
@@ -103,6 +105,8 @@ class RestApi:
 
         doc = json_tensor.parse_json_object(body)
         signature_name = json_tensor.signature_name_of(doc)
+        if isinstance(doc.get("examples"), list):
+            self.server.check_instances(len(doc["examples"]))
         examples = inference.examples_from_json(doc)
         servable = self.server.resolve(name, version, label)
         holder["version"] = servable.version
@@ -144,72 +148,3 @@ def metadata_json(response) -> str:
     spec = json_format.MessageToJson(response.model_spec, **options)
     signatures = json_format.MessageToJson(signature_map, **options)
     return '{\n"model_spec":' + spec + ',\n"metadata": {"signature_def": ' + signatures + "}\n}\n"
-
-
-# --- the HTTP server ---------------------------------------------------------------------------
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"          # keep-alive: clients reuse connections
-    disable_nagle_algorithm = True         # TCP_NODELAY: else each keep-alive reply stalls ~40 ms on delayed ACK
-    server_version = "imgclf-model-server"
-    api: RestApi                            # set on the subclass made by make_http_server
-    cors = False                            # --rest_api_enable_cors_support
-
-    def _serve(self) -> None:
-        body = self._read_body()
-        path = urlsplit(self.path).path
-        if self.command == "OPTIONS":
-            status, content_type, text = self._preflight()
-        else:
-            status, content_type, text = self.api.handle(self.command, path, body)
-        payload = text.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        if self.cors:
-            self.send_header("Access-Control-Allow-Origin", "*")
-            self.send_header("Access-Control-Allow-Methods", "POST, GET")
-            self.send_header("Access-Control-Allow-Headers", "Content-Type")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
-
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass            # trailers
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _preflight(self):
-        if re.search(r"https?://", self.headers.get("Origin", "")):
-            return 200, JSON, ""
-        return 400, JSON, json_tensor.error_json("Origin header is missing in CORS preflight")
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
-
-    def log_message(self, format, *args):  # noqa: A002 - signature fixed by the base class
-        log.debug("%s - %s", self.address_string(), format % args)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-
-def make_http_server(api: RestApi, host: str, port: int, cors: bool = False) -> ThreadingHTTPServer:
-    handler = type("Handler", (_Handler,), {"api": api, "cors": cors})
-    return _Server((host, port), handler)
-
-
-def serve_in_thread(httpd: ThreadingHTTPServer) -> threading.Thread:
-    thread = threading.Thread(target=httpd.serve_forever, name="rest-server", daemon=True)
-    thread.start()
-    return thread

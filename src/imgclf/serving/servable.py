@@ -79,11 +79,13 @@ class Servable:
     path: Path
     signature_defs: Mapping[str, meta_graph_pb2.SignatureDef]
     _loaded: object = field(repr=False)
+    run_batch_size: int = 0          # most examples per model call; larger requests run in slices
     _functions: dict = field(default_factory=dict, repr=False)
     _functions_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def load(cls, name: str, version: int, path: str | os.PathLike, tags: Sequence[str] = (SERVE_TAG,)) -> "Servable":
+    def load(cls, name: str, version: int, path: str | os.PathLike, tags: Sequence[str] = (SERVE_TAG,),
+             run_batch_size: int = 0) -> "Servable":
         path = Path(path)
         meta_graph = read_meta_graph(path, tags)
         try:
@@ -91,7 +93,8 @@ class Servable:
         except Exception as error:  # TensorFlow raises many kinds; report it with its code
             raise from_exception(error) from error
         signature_defs = dict(meta_graph.signature_def)
-        return cls(name=name, version=version, path=path, signature_defs=signature_defs, _loaded=loaded)
+        return cls(name=name, version=version, path=path, signature_defs=signature_defs, _loaded=loaded,
+                   run_batch_size=run_batch_size)
 
     # --- signatures --------------------------------------------------------------------------
     def signature_def(self, signature_name: str) -> meta_graph_pb2.SignatureDef:
@@ -124,6 +127,18 @@ class Servable:
         tensors = {}
         for index, (alias, value) in enumerate(sorted(inputs.items())):
             tensors[alias] = to_tensor(value, signature.inputs[alias].dtype, index)
+        rows = sliceable_rows(signature, tensors)
+        size = self.run_batch_size
+        if not size or rows is None or rows <= size:
+            return self._run(key, tensors, outputs)
+        # Memory measured on an EfficientNet-Lite0 export: ~70 MB per example in one call, kept
+        # afterwards by TensorFlow's oneDNN allocator (a BFC pool that never shrinks); slices
+        # bound that high-water mark, at no cost in throughput (docs/serving.md).
+        parts = [self._run(key, {alias: t[start:start + size] for alias, t in tensors.items()}, outputs)
+                 for start in range(0, rows, size)]
+        return {alias: np.concatenate([part[alias] for part in parts]) for alias in outputs}
+
+    def _run(self, key: str, tensors: Mapping[str, tf.Tensor], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         try:
             result = self._function(key)(**tensors)
         except ServingError:
@@ -131,6 +146,24 @@ class Servable:
         except Exception as error:
             raise from_exception(error) from error
         return {alias: result[alias].numpy() for alias in outputs}
+
+
+def _batch_major(info) -> bool:
+    """A TensorInfo whose first dimension is declared as the (unknown) batch size."""
+    shape = info.tensor_shape
+    return not shape.unknown_rank and len(shape.dim) > 0 and shape.dim[0].size == -1
+
+
+def sliceable_rows(signature: meta_graph_pb2.SignatureDef, tensors: Mapping[str, tf.Tensor]) -> int | None:
+    """The batch size when the request may run in slices: every input and output of the signature
+    declares its first dimension as the batch, and the inputs agree on it; else None."""
+    infos = list(signature.inputs.values()) + list(signature.outputs.values())
+    if not infos or not all(_batch_major(info) for info in infos):
+        return None
+    sizes = {int(t.shape[0]) if t.shape.rank else None for t in tensors.values()}
+    if len(sizes) != 1 or None in sizes:
+        return None
+    return sizes.pop()
 
 
 def check_input_names(signature: meta_graph_pb2.SignatureDef, inputs: Mapping[str, object]) -> None:

@@ -4,6 +4,8 @@ the tensorflow-serving-api protos, exactly as the real server's *_impl.cc do."""
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from contextlib import contextmanager
 from typing import Mapping, Sequence
@@ -20,31 +22,102 @@ from imgclf.serving.versions import ServerCore
 from imgclf.serving.warmup import replay_warmup
 
 SIGNATURE_DEF_FIELD = "signature_def"
+log = logging.getLogger(__name__)
 
 
-def make_loader(batching: BatchingSettings | None = None, enable_warmup: bool = True, tags=("serve",)):
+def make_loader(batching: BatchingSettings | None = None, enable_warmup: bool = True, tags=("serve",),
+                run_batch_size: int = 0):
     """(name, version, path) -> a loaded, warmed-up servable (batching-wrapped when asked)."""
 
     def load(name: str, version: int, path):
-        servable = Servable.load(name, version, path, tags=tags)
+        started = time.monotonic()
+        servable = Servable.load(name, version, path, tags=tags, run_batch_size=run_batch_size)
+        loaded = time.monotonic()
         if batching is not None:
             servable = BatchingServable(servable, batching)
+        records = 0
         if enable_warmup:
             try:
-                replay_warmup(servable, path)
+                records = replay_warmup(servable, path)
             except BaseException:
                 getattr(servable, "close", lambda: None)()   # a batching wrapper's threads
                 raise
+        # Where a swap's time goes (rename -> answering): both parts compete with serving for the cores.
+        log.info("Version %d of %s: loaded in %.2f s, %d warmup records replayed in %.2f s", version, name,
+                 loaded - started, records, time.monotonic() - loaded)
         return servable
 
     return load
 
 
+class ModelGate:
+    """Requests that run a model (predict, classify, regress; REST and gRPC alike): at most
+    `concurrent` run at once and `queued` more wait their turn; past that a request is refused at
+    once with UNAVAILABLE (HTTP 503, which clients retry), so a burst queues a bounded amount of
+    work and memory instead of all of it. admit()/leave() around run(), or `with gate.request()`."""
+
+    def __init__(self, concurrent: int, queued: int):
+        self.concurrent, self.queued = max(1, concurrent), max(0, queued)
+        self._lock = threading.Lock()
+        self._admitted = 0
+        self._slots = threading.Semaphore(self.concurrent)
+
+    def admit(self) -> ServingError | None:
+        """None when admitted (call leave() later), else the refusal to send."""
+        with self._lock:
+            if self._admitted >= self.concurrent + self.queued:
+                return ServingError(
+                    "UNAVAILABLE",
+                    f"The model is busy: {self.concurrent} requests running and {self.queued} waiting "
+                    "(--model_max_concurrent_requests, --model_max_queued_requests); retry later")
+            self._admitted += 1
+        return None
+
+    def leave(self) -> None:
+        with self._lock:
+            self._admitted -= 1
+
+    def run(self, function, *args):
+        with self._slots:
+            return function(*args)
+
+    @contextmanager
+    def request(self):
+        refusal = self.admit()
+        if refusal is not None:
+            raise refusal
+        try:
+            with self._slots:
+                yield
+        finally:
+            self.leave()
+
+
 class ModelServer:
-    def __init__(self, core: ServerCore, metrics: ServingMetrics | None = None, timeout_seconds: float = 0.0):
+    def __init__(self, core: ServerCore, metrics: ServingMetrics | None = None, timeout_seconds: float = 0.0,
+                 max_instances: int = 0, gate: ModelGate | None = None):
         self.core = core
         self.metrics = metrics
         self.timeout_seconds = timeout_seconds
+        self.max_instances = max_instances      # per request; 0 = no limit
+        self.gate = gate
+
+    def check_instances(self, count: int) -> None:
+        """Refuse a request with more examples than --max_instances_per_request, before any of
+        them is converted or decoded."""
+        if self.max_instances and count > self.max_instances:
+            raise invalid_argument(
+                f"The request has {count} instances, more than this server takes in one request "
+                f"({self.max_instances}, --max_instances_per_request); send them in smaller batches")
+
+    @contextmanager
+    def model_request(self):
+        """Around a request that runs a model, when the caller has not been admitted already."""
+        if self.gate is None:
+            yield
+        else:
+            with self.gate.request():
+                yield
 
     # --- the three calls ---------------------------------------------------------------------
     def resolve(self, name: str, version: int | None = None, label: str | None = None):
@@ -88,6 +161,8 @@ class ModelServer:
             status = from_exception(error).code if isinstance(error, Exception) else "CANCELLED"
             raise
         finally:
-            if self.metrics is not None and model_name:
+            # Only models the server has ever known get series: a name from a request must not
+            # create one (a client sending random names would grow the page without bound).
+            if self.metrics is not None and model_name and self.core.model(model_name) is not None:
                 self.metrics.record(model_name, holder["version"], api, entrypoint, status,
                                     time.monotonic() - started)

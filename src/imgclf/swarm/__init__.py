@@ -1,8 +1,8 @@
 """The serving stack on a Docker Swarm: deploy, status, scale, down, and one-off jobs.
 
-    imgclf swarm deploy|status|down [options]     (make swarm-deploy | swarm-status | swarm-down)
+    imgclf swarm-deploy | swarm-status | swarm-down [options]    (make swarm-deploy | ...)
 
-The Docker engine asked is the one DOCKER_HOST names: a manager of the swarm. `deploy` runs the
+The Docker engine asked is the one DOCKER_HOST names: a manager of the swarm. Deploying runs the
 standard tools on the repository's files: `docker stack deploy` with deploy/swarm/stack.yml (the
 `serving` replicas, the shared models volume, the attachable overlay network) and compose with
 deploy/swarm/balancer.yml (HAProxy on this manager, its ports on BIND). It then waits until every
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgclf import __version__, contract, stack
-from imgclf.settings import SwarmSettings, add_settings_flags
+from imgclf.settings import SwarmSettings, add_settings_flags, knobs
 
 STACK_FILE = Path("deploy") / "swarm" / "stack.yml"
 BALANCER_FILE = Path("deploy") / "swarm" / "balancer.yml"
@@ -59,13 +59,14 @@ def manager(timeout: float = 30.0):
 
 
 def settings_from_environment(**given) -> SwarmSettings:
-    """SwarmSettings from the variables of the same names (STACK, NETWORK, MODELS, NFS, SHARDS, ...),
-    as Make passes them, then `given`."""
+    """SwarmSettings whose `environment` fields come from the variables of their Make names (STACK,
+    NETWORK, MODELS, TRAINER_IMAGE, CLIENT_IMAGE, SHARDS, WAIT), as Make passes them to a RUNNER=swarm
+    job, then `given`."""
     values = {}
-    for f in dataclasses.fields(SwarmSettings):
-        text = os.environ.get(f.name.upper())
-        if text:
-            values[f.name] = {"int": int, "float": float}.get(f.type, str)(text)
+    for knob in knobs(SwarmSettings):
+        text = os.environ.get(knob.name.upper())
+        if knob.meta.get("environment") and text:
+            values[knob.name] = {"int": int, "float": float}.get(knob.type, str)(text)
     return SwarmSettings(**{**values, **given})
 
 
@@ -468,26 +469,21 @@ def job_name(settings: SwarmSettings, kind: str) -> str:
 
 
 # --- command line ------------------------------------------------------------------------------
-ACTIONS = ("deploy", "status", "down")
-
-
-def build_parser(command: str = "swarm") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=ACTIONS)
-    parser.add_argument("--json", action="store_true", help="status as JSON")
-    add_settings_flags(parser, SwarmSettings)
+def build_parser(command: str = "swarm-status") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0],
+                                     epilog="Defaults live in imgclf/settings.py (SwarmSettings).")
+    add_settings_flags(parser, SwarmSettings, command)
     return parser
 
 
-def main(argv: list[str], command: str = "swarm") -> int:
-    args = vars(build_parser(command).parse_args(argv))
-    action, as_json_wanted = args.pop("action"), args.pop("json")
-    settings = SwarmSettings(**args)
+def main(argv: list[str], command: str = "swarm-status") -> int:
+    """`imgclf swarm-deploy | swarm-status | swarm-down`."""
+    settings = SwarmSettings(**vars(build_parser(command).parse_args(argv)))
     say = stack.say_to_stderr
     try:
-        if action == "deploy":
+        if command == "swarm-deploy":
             print(render(deploy(settings, stack.repository_root(), say)))
-        elif action == "down":
+        elif command == "swarm-down":
             down(settings, stack.repository_root(), say)
         else:
             client = manager()
@@ -495,8 +491,8 @@ def main(argv: list[str], command: str = "swarm") -> int:
                 status = gather(client, settings)
             finally:
                 client.close()
-            print(json.dumps(as_json(status), indent=2) if as_json_wanted else render(status))
+            print(json.dumps(as_json(status), indent=2) if settings.json else render(status))
     except (SwarmError, stack.StackError, contract.ContractError) as error:
-        print(f"imgclf {command} {action}: {error}", file=sys.stderr)
+        print(f"imgclf {command}: {error}", file=sys.stderr)
         return 1
     return 0

@@ -2,7 +2,7 @@
 
 Builds a swarm of Docker engines in containers on this machine (one manager, two workers, a
 registry: imgclf.swarm.cluster), pushes the images to the registry, trains two small
-versions, and deploys deploy/swarm with `imgclf swarm deploy`. Then, under continuous REST and gRPC
+versions, and deploys deploy/swarm with `imgclf swarm-deploy`. Then, under continuous REST and gRPC
 traffic through the balancer, it publishes a version, rolls it back, scales 1 -> 3, measures how
 requests spread over the replicas, rolls the service over (start-first) and kills a worker node,
 counting failed requests and retries, and asking every replica directly what it serves. It prints
@@ -556,13 +556,13 @@ class Run:
         return self.report
 
     def take_down(self) -> None:
-        """`imgclf swarm down`: the balancer, the service and its network are gone afterwards."""
+        """`imgclf swarm-down`: the balancer, the service and its network are gone afterwards."""
         with self.report.phase("down"), docker_host(self.cluster.manager.socket):
             swarm.down(self.stack_settings, self.root, self.say)
         left = [s.name for s in self.manager.services.list()] + \
                [n.name for n in self.manager.networks.list(names=[self.stack_settings.network])]
         if left or swarm.balancer_container(self.manager, self.stack_settings) is not None:
-            raise SwarmE2EFailure(f"`swarm down` left {left or 'the balancer'}")
+            raise SwarmE2EFailure(f"`swarm-down` left {left or 'the balancer'}")
         self.report.add("down", "balancer, service and overlay network removed")
 
     def show_logs(self) -> None:
@@ -582,7 +582,7 @@ class Run:
 # --- command line ------------------------------------------------------------------------------
 def build_parser(command: str = "swarm-e2e") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
-    add_settings_flags(parser, SwarmE2ESettings)
+    add_settings_flags(parser, SwarmE2ESettings, command)
     return parser
 
 

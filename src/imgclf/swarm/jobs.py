@@ -100,7 +100,7 @@ def run_validate(argv: list[str], settings: SwarmSettings, client, say) -> int:
     if len(jobs) > 1 and output and all(c in (0, 1) for c in codes):
         from imgclf.client import merge
 
-        return merge.main([output])
+        return merge.main(["--output", output])
     return max(codes)
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from imgclf.settings import TrainSettings, add_settings_flags
+from imgclf.tf_logging import quiet_tensorflow_logs
 
 
 def build_parser(command: str = "train") -> argparse.ArgumentParser:
@@ -36,7 +36,7 @@ def settings_problem(settings: TrainSettings) -> str | None:
 
 def configure_logging() -> None:
     """Warnings (skipped files) and the trainer's own progress notes on stderr; no noise."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow_logs()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
     logging.getLogger("imgclf").setLevel(logging.INFO)
     # A head batch on cached features takes ~2 ms, so Keras calls any progress bar "slow"; noise.

@@ -2,8 +2,8 @@
 
 `serving_default` takes encoded image files and runs the training preprocessing
 (`images.preprocess_batch`), the backbone and the head inside the graph. Beside the graph go the
-labels (assets/), warmup requests made of real training images, the training metadata and the
-report (assets.extra/).
+labels (assets/), the training metadata and the report (assets.extra/); the warmup requests are
+written by imgclf.warmup_requests.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Sequence
 
 import tensorflow as tf
 import tf_keras as keras
-from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 from imgclf import contract, images
 
@@ -53,25 +52,6 @@ def export_saved_model(target: Path, backbone_layer, head, options: images.Prepr
         labels_file.write_text(contract.format_labels_file(labels))
         model = ServingModel(backbone_layer, head, options, labels, labels_file)
         tf.saved_model.save(model, str(target), signatures={contract.SIGNATURE_NAME: model.serve})
-
-
-def write_warmup_requests(target: Path, image_files: Sequence[Path], model_name: str) -> int:
-    """assets.extra/tf_serving_warmup_requests: one PredictionLog per image, replayed by the
-    server before the version goes AVAILABLE. Returns the number of records."""
-    files = list(image_files)[: contract.MAX_WARMUP_RECORDS]
-    extra = target / contract.ASSETS_EXTRA_DIR
-    extra.mkdir(parents=True, exist_ok=True)
-    with tf.io.TFRecordWriter(str(extra / contract.WARMUP_FILE)) as writer:
-        for path in files:
-            request = predict_pb2.PredictRequest()
-            request.model_spec.name = model_name
-            request.model_spec.signature_name = contract.SIGNATURE_NAME
-            request.inputs[contract.INPUT_NAME].CopyFrom(
-                tf.make_tensor_proto([Path(path).read_bytes()], dtype=tf.string))
-            record = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request))
-            writer.write(record.SerializeToString())
-    return len(files)
 
 
 def write_extra_json(target: Path, file_name: str, content: dict) -> Path:

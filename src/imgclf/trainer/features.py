@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from imgclf import images
 from imgclf.settings import TrainSettings
+from imgclf.tf_errors import tf_error_message
 from imgclf.trainer.backbone import Backbone
 from imgclf.trainer.data import Example
 
@@ -95,8 +96,7 @@ class FileProbe:
             refused = images.refusal(error)
             if refused:
                 return digest, refused
-            first_line = (error.message or type(error).__name__).strip().splitlines()[0]
-            return digest, f"not a decodable image ({first_line})"
+            return digest, f"not a decodable image ({tf_error_message(error.message) or type(error).__name__})"
         return digest, None
 
 

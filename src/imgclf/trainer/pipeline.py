@@ -22,6 +22,7 @@ from imgclf.trainer import export, model, report
 from imgclf.trainer.backbone import Backbone, load_backbone
 from imgclf.trainer.data import SPLITS, Dataset, Example, discover
 from imgclf.trainer.features import FeatureCache, FileProbe, compute_features
+from imgclf.warmup_requests import write_warmup_requests
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +202,8 @@ def write_version(staged: Path, trained: Trained, options: images.Preprocessing,
                   run_report: dict, metadata: dict, settings: TrainSettings) -> None:
     export.export_saved_model(staged, trained.backbone.layer, trained.head, options, dataset.labels)
     warmup = warmup_files(dataset, settings.warmup_records)
-    metadata["warmup_records"] = export.write_warmup_requests(staged, warmup, settings.model_name)
+    metadata["warmup_records"] = write_warmup_requests(staged, (Path(path).read_bytes() for path in warmup),
+                                                       settings.model_name)
     export.write_extra_json(staged, contract.METADATA_FILE, metadata)
     export.write_extra_json(staged, contract.REPORT_FILE, run_report)
     confusion = run_report["splits"]["test"]["confusion"]
