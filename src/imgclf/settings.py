@@ -218,7 +218,7 @@ class PagesSettings:
     max_pages: int = setting(100_000, "PDFs with more pages are refused (0 = no limit)")
     max_page_inches: float = setting(100.0, "page 1's longer side (0 = no limit)")
     memory_mb: int = setting(2048, "address space of each worker and its programs")
-    progress: bool | None = setting(None, "bar on a terminal; else a line per LOG_EVERY files")
+    progress: bool | None = setting(None, "bar on a terminal; else a line per LOG_EVERY files; 0: none")
     log_every: int = setting(500, "files per progress line in a log")
 
 

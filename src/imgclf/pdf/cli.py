@@ -9,10 +9,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
 
 from imgclf.pdf.problems import PageProblem
 from imgclf.pdf.render import RENDERERS
+from imgclf.progress import Progress
 from imgclf.settings import PagesSettings, add_settings_flags
 
 
@@ -51,27 +51,23 @@ def main(argv: list[str], command: str = "pages") -> int:
     if total == 0:
         print(f"imgclf {command}: no files under {settings.pdfs}", file=sys.stderr)
         return 1
-    interactive = settings.progress if settings.progress is not None else sys.stderr.isatty()
-    bar = tqdm(total=total, unit="pdf", file=sys.stderr, disable=not interactive, dynamic_ncols=True)
+    # A bar on a terminal; in a log a line per LOG_EVERY files (PROGRESS=0: neither).
+    progress = Progress(total, "pages", "pdf", enabled=settings.progress is not False,
+                        every=settings.log_every, seconds=0)
     try:
-        run = PagesRun(settings, report=lambda line: (bar.write if interactive else _err)(line))
+        run = PagesRun(settings, report=progress.write)
     except PageProblem as error:
+        progress.close()
         print(f"imgclf {command}: {error}", file=sys.stderr)
         return 2
     run.tally.files = total
-
-    def on_progress() -> None:
-        bar.update(1)
-        if not interactive and run.tally.done % settings.log_every == 0:
-            _err(f"pages: {run.tally.line()}")
-
     try:
-        tally = run.execute(iter_files(root, skip=out), on_progress)
+        tally = run.execute(iter_files(root, skip=out), lambda: progress.update(1))
     except KeyboardInterrupt:
-        bar.close()
+        progress.close()
         print(f"imgclf {command}: interrupted; run again to go on where it stopped", file=sys.stderr)
         return 130
-    bar.close()
+    progress.close()
     print(summary(tally, settings, run_workers(settings)), flush=True)
     return 0
 
@@ -81,6 +77,3 @@ def run_workers(settings: PagesSettings) -> int:
 
     return settings.workers or os.cpu_count() or 1
 
-
-def _err(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)

@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
-from tqdm import tqdm
 
 from imgclf.pdf.problems import PageProblem
+from imgclf.progress import Progress
 from imgclf.settings import PagesSettings
 
 if TYPE_CHECKING:   # the renderers (numpy, PDFium) load only once a PDF turns up
@@ -181,7 +181,7 @@ class PdfImages:
             else:
                 yield (path, *self._answer(page))
         if to_render:
-            with tqdm(total=len(to_render), desc="pages", unit="pdf", disable=not self.progress) as bar:
+            with Progress(len(to_render), "pages", "pdf", enabled=self.progress) as bar:
                 for path, page in self._pool.render_many(to_render):
                     self._keep(page)
                     bar.update(1)
