@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -175,18 +176,15 @@ class Run:
         """Waits until `replicas` replicas serve exactly `versions`; returns the status and, per
         replica (task), the seconds from `since` to the first time it was seen serving them."""
         first_seen: dict[str, float] = {}
-        deadline = time.monotonic() + self.settings.timeout
-        while True:
-            status = swarm.gather(self.manager, self.stack_settings)
+
+        def watch(status: swarm.SwarmStatus) -> None:
             for replica in status.available():
                 if replica.serving == versions:
                     first_seen.setdefault(f"{replica.node}/{replica.task}", time.monotonic() - since)
-            if status.converged(replicas) and status.available()[0].serving == versions:
-                return status, first_seen
-            if time.monotonic() > deadline:
-                raise SwarmE2EFailure(f"{replicas} replicas did not converge on {versions} in "
-                                      f"{self.settings.timeout:.0f} s:\n{swarm.render(status)}")
-            time.sleep(POLL_SECONDS)
+
+        status = swarm.wait_until_converged(self.manager, self.stack_settings, replicas, self.settings.timeout,
+                                            self.say, versions, watch=watch, poll=POLL_SECONDS)
+        return status, first_seen
 
     def window(self, before: dict[str, Counts]) -> dict[str, Counts]:
         after = self.traffic.snapshot()
@@ -592,6 +590,7 @@ def main(argv: list[str], command: str = "swarm-e2e") -> int:
     if host is None:
         print(f"imgclf {command}: no Docker engine is reachable", file=sys.stderr)
         return 3
+    signal.signal(signal.SIGTERM, stop_on_terminate)   # a CI timeout still removes the cluster
     work = Path(tempfile.mkdtemp(prefix="imgclf-swarm-e2e-"))
     run = Run(host, settings, stack.repository_root(), work)
     started = time.monotonic()
@@ -618,6 +617,12 @@ def main(argv: list[str], command: str = "swarm-e2e") -> int:
                                                     indent=2, default=str))
     print(f"imgclf {command}: passed")
     return 0
+
+
+def stop_on_terminate(signum, frame) -> None:
+    """SIGTERM as Ctrl-C: the run stops where it is and its `finally` removes the cluster (the
+    default action would end the process at once and leave the nodes running)."""
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def peak_rss_until_exit(process: subprocess.Popen, every: float = 0.2) -> int:
