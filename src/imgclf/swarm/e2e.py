@@ -596,6 +596,9 @@ def main(argv: list[str], command: str = "swarm-e2e") -> int:
     started = time.monotonic()
     try:
         report = run.execute()
+    except KeyboardInterrupt:   # Ctrl-C or SIGTERM: the cluster is removed all the same (finally)
+        print(f"imgclf {command}: interrupted", file=sys.stderr)
+        return 130
     except Exception as error:   # a failed check, or anything unexpected: say it, clean up
         run.show_logs()
         print(f"imgclf {command}: FAILED: {error}", file=sys.stderr)
