@@ -31,7 +31,8 @@ def test_quick_bench_writes_json_chart_and_every_figure(quick_run, capsys):
         assert chart.format == "PNG" and chart.width > 400
 
     keys = [r["key"] for r in results["ratios"]]
-    assert keys == ["request_bytes", "serving_rest", "serving_grpc", "training", "rollout_p99", "client_memory"]
+    assert keys == ["request_bytes", "serving_rest", "serving_grpc", "training", "rollout_p99", "rollout_answer",
+                    "client_memory"]
     for ratio in results["ratios"]:
         assert math.isfinite(ratio["value"]) and ratio["value"] > 0, ratio
 
