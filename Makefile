@@ -11,13 +11,13 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # <COMMAND>_FLAGS: generated from src/imgclf/settings.py (`make settings`), one flag per setting.
 include settings.mk
 
-.PHONY: help settings venv test train serve validate pages demo publish rollback pin unpin status clean-staged drill bench abuse e2e clean \
+.PHONY: help settings venv test train evaluate serve validate pages demo publish rollback pin unpin status clean-staged drill bench abuse e2e clean \
   k8s-check
 
 help:
 	@echo "make test | demo | train DATA=dir | serve | validate DIR=dir | pages PDFS=dir OUT=dir"
 	@echo "     status | publish | rollback"
-	@echo "     pin VERSION=v | unpin | clean-staged | drill | bench | abuse | e2e      (variables: docs/settings.md)"
+	@echo "     pin VERSION=v | unpin | clean-staged | drill | bench | abuse | e2e | evaluate MANIFEST=f|TEST=d  (variables: docs/settings.md)"
 
 # settings.mk and docs/settings.md from src/imgclf/settings.py (standard library only: no venv needed).
 settings:
@@ -36,6 +36,10 @@ test: $(STAMP)
 train: $(STAMP)
 	@test -n "$(DATA)" || { echo "usage: make train DATA=dir  (one sub-folder of images per class)"; exit 2; }
 	$(IMGCLF) run $(RUN_FLAGS) train $(TRAIN_FLAGS)
+
+evaluate: $(STAMP)
+	@test -n "$(MANIFEST)$(TEST)" || { echo "usage: make evaluate MANIFEST=file.tsv | DATA=dir TEST=dir,dir  [train variables]"; exit 2; }
+	$(IMGCLF) evaluate $(EVALUATE_FLAGS) $(TRAIN_FLAGS)
 
 serve: $(STAMP)
 	$(IMGCLF) serve $(SERVE_FLAGS)

@@ -27,10 +27,19 @@ TRAIN_FLAGS = $(strip \
   $(call flag,LABEL_SMOOTHING,--label-smoothing) \
   $(call flag,PATIENCE,--patience) \
   $(call flag,MIN_DELTA,--min-delta) \
+  $(call flag,RECIPE,--recipe) \
   $(call flag,GRAYSCALE,--grayscale) \
-  $(call flag,QUADRANTS,--quadrants) \
+  $(call flag,VIEW,--view) \
   $(call flag,LAYOUT_GRID,--layout-grid) \
   $(call flag,LAYOUT_WEIGHT,--layout-weight) \
+  $(call flag,HEAD,--head) \
+  $(call flag,RIDGE_STRENGTH,--ridge-strength) \
+  $(call flag,BALANCE_CLASSES,--balance-classes) \
+  $(call flag,CALIBRATE,--calibrate) \
+  $(call flag,SELECTION_FOLDS,--selection-folds) \
+  $(call flag,SELECTION_REPEATS,--selection-repeats) \
+  $(call flag,SELECTION_MARGIN,--selection-margin) \
+  $(call flag,SELECTION_IMAGES,--selection-images) \
   $(call flag,CACHE_DIR,--cache-dir) \
   $(call flag,WARMUP_RECORDS,--warmup-records) \
   $(call flag,LOG_DIR,--log-dir) \
@@ -41,6 +50,15 @@ TRAIN_FLAGS = $(strip \
   $(call flag,FORCE,--force) \
   $(call flag,PDF_RENDERER,--pdf-renderer) \
   $(call flag,PDF_CACHE,--pdf-cache))
+
+EVALUATE_FLAGS = $(strip \
+  $(call flag,MANIFEST,--manifest) \
+  $(call flag,GROUP_COLUMN,--group-column) \
+  $(call flag,GROUP_SEPARATOR,--group-separator) \
+  $(call flag,TEST,--test) \
+  $(call flag,SEEDS,--seeds) \
+  $(call flag,OUTPUT,--output) \
+  $(call flag,WORKDIR,--workdir))
 
 SERVE_FLAGS = $(strip \
   $(call flag,MODELS,--models) \

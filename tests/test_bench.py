@@ -31,8 +31,8 @@ def test_quick_bench_writes_json_chart_and_every_figure(quick_run, capsys):
         assert chart.format == "PNG" and chart.width > 400
 
     keys = [r["key"] for r in results["ratios"]]
-    assert keys == ["request_bytes", "serving_rest", "serving_grpc", "training", "rollout_p99", "rollout_answer",
-                    "client_memory"]
+    assert keys == ["request_bytes", "serving_rest", "serving_grpc", "training", "extraction", "rollout_p99",
+                    "rollout_answer", "client_memory"]
     for ratio in results["ratios"]:
         assert math.isfinite(ratio["value"]) and ratio["value"] > 0, ratio
 
@@ -60,6 +60,9 @@ def test_quick_bench_figures_are_consistent(quick_run):
     assert training["cached"]["features_seconds"] is not None
     assert training["recomputed"]["features_seconds"] is None
     assert training["ratio"] == pytest.approx(training["cached"]["seconds"] / training["recomputed"]["seconds"])
+    extraction = training["extraction"]
+    assert extraction["ratio"] == pytest.approx(extraction["images_per_second"] /
+                                                extraction["in_process_images_per_second"])
 
     rollout = results["rollout"]
     assert rollout["failures"] == 0 and rollout["requests"] > 0
@@ -75,12 +78,13 @@ def test_table_names_every_figure_and_goal():
     results = {
         "request_bytes": {"pages": 2, "file_bytes": 10.0, "b64_request_bytes": 50.0,
                           "float_request_bytes": 9000.0, "times_smaller": 180.0},
-        "training": {"epochs": 10, "images": 30, "ratio": 0.3,
-                     "cached": {"seconds": 3.0}, "recomputed": {"seconds": 10.0}},
+        "training": {"epochs": 10, "images": 30, "ratio": 0.3, "view": "whole",
+                     "cached": {"seconds": 3.0}, "recomputed": {"seconds": 10.0},
+                     "extraction": {"images_per_second": 45.0, "in_process_images_per_second": 50.0, "ratio": 0.9}},
     }
     found = bench.ratios(results)
     table = bench.format_table(found, {"serving": "skipped: needs model"})
-    assert [r.met for r in found] == [True, False]
+    assert [r.met for r in found] == [True, False, True]
     assert "float JSON / b64 JPEG" in table and ">= 100" in table and "<= 0.25" in table
     assert "FAILED serving: skipped: needs model" in table
 

@@ -150,3 +150,48 @@ def test_rendering_needs_no_tensorflow(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_publish_measures_the_pdfs_of_the_recorded_held_out_split(tmp_path, capsys, caplog):
+    """`make publish` rebuilds the held-out split from the training metadata: PDFs count as their
+    pages, rendered as training rendered them (from its cache), and VALIDATE=dir takes PDFs too."""
+    from imgclf.rollout.gate import labelled_examples, recorded_held_out
+
+    data, models = tmp_path / "pdfs", tmp_path / "models"
+    add_pdfs(data / "landscape", ["issue20489.pdf", "two-pages.pdf", "xref-command-missing.pdf"])
+    add_pdfs(data / "portrait", ["issue1002.pdf", "bug886717.pdf", "encrypted-empty-password.pdf"])
+    assert train(data, models) == 0          # 15/15 %: the test split is encrypted-empty-password.pdf
+    version_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    cached = {p: p.stat().st_mtime_ns for p in (models / ".cache" / "pages").rglob("*.jpg")}
+
+    held_out, note = recorded_held_out(version_dir)
+    assert [(image.stem, label) for image, label in held_out] == \
+        [(sha1(data / "portrait" / "encrypted-empty-password.pdf"), "portrait")]
+    assert held_out[0][0] in cached and note.endswith(": 1 images")
+    assert {p: p.stat().st_mtime_ns for p in cached} == cached      # read from training's cache
+
+    caplog.clear()
+    examples = labelled_examples(data, RENDERER, models / ".cache" / "pages")
+    assert sorted((image.stem, label) for image, label in examples) == sorted(
+        (sha1(pdf), pdf.parent.name) for pdf in data.rglob("*.pdf") if pdf.name != "two-pages.pdf")
+    assert "two-pages.pdf: blank first page" in caplog.text     # left out, as training left it out
+
+
+def test_a_pdf_example_names_the_pdf_and_reads_its_page(sample_dataset, tmp_path):
+    """The trainer reads a PDF's rendered page, but reports (misclassified files) name the PDF."""
+    from imgclf.images import Preprocessing
+    from imgclf.pdf import store as pdf_store
+    from imgclf.trainer.data import discover
+    from imgclf.trainer.features import FileProbe
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_dataset, data)
+    add_pdfs(data / "other", ["issue1002.pdf"])
+    with pdf_store.for_command(RENDERER, tmp_path / "pages") as pdfs:
+        dataset = discover(data, 15, 15, FileProbe(Preprocessing(16)), images_of=pdfs.image_paths)
+    pdf = [e for e in dataset.examples if e.file.suffix == ".pdf"]
+    assert [e.file for e in pdf] == [data / "other" / "issue1002.pdf"]
+    assert tmp_path / "pages" in pdf[0].path.parents
+    assert pdf[0].path.stem == sha1(DATA / "issue1002.pdf")
+    images = [e for e in dataset.examples if e.file.suffix != ".pdf"]
+    assert images and all(e.file == e.path and e.source is None for e in images)

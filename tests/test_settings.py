@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Each command's real parser, as `imgclf <command>` builds it.
 PARSERS = {
     "train": ("imgclf.trainer.cli", "build_parser"),   # the flags imgclf.rollout.training parses
+    "evaluate": ("imgclf.evaluate", "build_parser"),
     "serve": ("imgclf.serve", "build_parser"),
     "validate": ("imgclf.client.cli", "build_parser"), "demo": ("imgclf.demo", "build_parser"),
     "pages": ("imgclf.pdf.cli", "build_parser"),

@@ -17,9 +17,10 @@ from imgclf import contract, images
 from imgclf.model_store import LocalModelStore, open_model
 from imgclf.rollout import training as cli          # `imgclf train`: train, gate, publish
 from imgclf.rollout.training import train_and_publish
-from imgclf.settings import TrainSettings
+from imgclf.settings import SettingsError, TrainSettings
 from imgclf.trainer.backbone import ModuleError, load_backbone
-from imgclf.trainer.features import FeatureCache, image_dataset
+from imgclf.trainer.features import FeatureCache
+from imgclf.trainer.inputs import image_dataset
 from imgclf.trainer.pipeline import train
 
 TINY_SIZE = 32
@@ -75,33 +76,37 @@ def test_unreachable_hub_handle_names_the_local_way_out():
 
 
 def test_trains_on_a_hub_module_with_a_feature_cache(sample_dataset, tmp_path, tiny_module):
-    settings = settings_for(sample_dataset, tmp_path, tiny_module)
+    # Grey, quadrants and the layout head with softmax heads: three parts cached, two heads
+    # trained by epochs.
+    settings = settings_for(sample_dataset, tmp_path, tiny_module, grayscale=True, view="whole+quadrants", layout_grid=32,
+                            head="softmax")
     first = train_and_publish(settings)
     assert first.report["splits"]["test"]["accuracy"] >= 0.9
     assert first.metadata["timing"]["features_seconds"] is not None
-    backbone = load_backbone(str(tiny_module), quadrants=True, layout_grid=settings.layout_grid)
-    assert backbone.feature_dim == 5 * 24 + settings.layout_grid ** 2
+    backbone = load_backbone(str(tiny_module), view="whole+quadrants", layout_grid=settings.layout_grid)
+    assert backbone.feature_dim == 5 * 24 + settings.layout_grid ** 2 and backbone.passes == 5
     assert set(first.metadata["timing"]["phases"]) == {"head-texture", "head-layout"}
     cache = FeatureCache(settings.cache_dir, backbone, images.Preprocessing(TINY_SIZE, True))
-    cached = sorted(cache.folder.glob("*.npy"))
-    assert len(cached) == 80
+    cached = sorted(cache.folder.rglob("*.npy"))
+    assert {p.parent.name for p in cached} == {"whole", "quadrants", "layout32"}   # one folder per part
+    assert len(cached) == 3 * 80
     stamps = {p: p.stat().st_mtime_ns for p in cached}
 
     second = train_and_publish(settings)   # same images, module and preprocessing: nothing is recomputed
-    assert {p: p.stat().st_mtime_ns for p in cache.folder.glob("*.npy")} == stamps
+    assert {p: p.stat().st_mtime_ns for p in cache.folder.rglob("*.npy")} == stamps
     assert second.version > first.version
     assert LocalModelStore(first.base_path).versions() == [first.version, second.version]
 
-    # Other preprocessing options are another cache entry, never a stale hit.
+    # Other preprocessing options are another cache entry, never a stale hit; a recipe reading
+    # fewer parts of the same images reads the same files.
     colour = FeatureCache(settings.cache_dir, backbone, images.Preprocessing(TINY_SIZE, False))
     whole_only = FeatureCache(settings.cache_dir, load_backbone(str(tiny_module)), images.Preprocessing(TINY_SIZE, True))
-    no_layout = FeatureCache(settings.cache_dir, load_backbone(str(tiny_module), quadrants=True),
-                             images.Preprocessing(TINY_SIZE, True))
-    assert len({cache.folder, colour.folder, whole_only.folder, no_layout.folder}) == 4
+    assert colour.folder != cache.folder and whole_only.folder == cache.folder
 
 
 def test_without_a_layout_map_one_head_is_trained_and_exported(sample_dataset, tmp_path, tiny_module):
-    result = train_and_publish(settings_for(sample_dataset, tmp_path, tiny_module, layout_grid=0))
+    result = train_and_publish(settings_for(sample_dataset, tmp_path, tiny_module, grayscale=True, view="whole+quadrants",
+                                            layout_grid=0, head="softmax"))
     assert set(result.metadata["timing"]["phases"]) == {"head"}
     assert result.report["splits"]["test"]["accuracy"] >= 0.9
     served = tf.saved_model.load(str(result.version_dir)).signatures[contract.SIGNATURE_NAME]
@@ -155,11 +160,18 @@ def test_cli_prints_report_and_the_version_path_last(sample_dataset, tmp_path, c
     assert any((tmp_path / "logs").rglob("events.out.tfevents.*"))
 
 
-@pytest.mark.parametrize("flags, named", [(["--layout-weight", "1.5"], "--layout-weight 1.5"),
-                                           (["--layout-grid", "-1"], "--layout-grid -1")])
-def test_cli_out_of_range_layout_settings_name_the_flag(tmp_path, capsys, flags, named):
+@pytest.mark.parametrize("flags, named", [(["--layout-weight", "1.5"], "--layout-weight: 1.5: give a fraction"),
+                                           (["--layout-grid", "-1"], "--layout-grid: -1: must not be negative"),
+                                           (["--view", "sideways"], "--view: invalid choice: 'sideways'"),
+                                           (["--validation-percent", "60", "--test-percent", "40"],
+                                            "--validation-percent 60 and --test-percent 40")])
+def test_cli_out_of_range_settings_name_the_flag(tmp_path, capsys, flags, named):
     models = tmp_path / "models"
-    assert cli.main(["--data", str(tmp_path), "--models", str(models), *flags]) == 2
+    try:
+        code = cli.main(["--data", str(tmp_path), "--models", str(models), *flags])
+    except SystemExit as stopped:      # refused by the flag's own check while parsing
+        code = stopped.code
+    assert code == 2
     assert named in capsys.readouterr().err
     assert not models.exists()
 
@@ -220,3 +232,61 @@ def cli_publish(models, staged) -> int:
     from imgclf.rollout import cli as rollout_cli
 
     return rollout_cli.main(["--models", str(models), "--staged", str(staged), "--force"], command="publish")
+
+
+@pytest.mark.parametrize("overrides, named", [
+    (dict(layout_weight=1.5), "--layout-weight 1.5"), (dict(layout_grid=-1), "--layout-grid -1"),
+    (dict(epochs=0), "--epochs 0"), (dict(dropout=1.0), "--dropout 1.0"),
+    (dict(validation_percent=60, test_percent=40), "--validation-percent 60 and --test-percent 40"),
+    (dict(data=""), "--data is required")])
+def test_settings_problems_are_said_once_naming_the_flag(tmp_path, overrides, named):
+    settings = TrainSettings(**{"data": str(tmp_path), "models": str(tmp_path / "m"), **overrides})
+    assert named in settings.problem()
+    with pytest.raises(SettingsError, match=named):     # the library refuses them too
+        train(settings)
+    assert TrainSettings(data=str(tmp_path)).problem() is None
+
+
+def test_without_a_terminal_progress_is_one_line_per_epoch(sample_dataset, tmp_path, tiny_module, capsys):
+    settings = settings_for(sample_dataset, tmp_path, tiny_module, progress=True, recipe="photo", head="softmax",
+                            epochs=4, patience=10)
+    train(settings)
+    err = capsys.readouterr().err
+    epochs = [line for line in err.splitlines() if " epoch " in line]
+    assert [line.split(":")[0] for line in epochs] == [f"head epoch {i}/4" for i in range(1, 5)]
+    assert all("val_loss" in line for line in epochs)
+    assert any(line.startswith("features (whole): 80 img in") for line in err.splitlines())
+    assert "\r" not in err     # no bar redrawn into the log
+
+
+def test_auto_recipe_is_measured_recorded_and_served(sample_dataset, tmp_path, tiny_module):
+    result = train_and_publish(settings_for(sample_dataset, tmp_path, tiny_module, selection_repeats=1))
+    chosen = result.metadata["recipe"]
+    assert chosen["mode"] == "auto" and chosen["reason"] and chosen["images"] == sum(
+        sum(result.metadata["counts"]["per_split"][split].values()) for split in ("train", "validation"))
+    assert [t["stage"] for t in chosen["tried"]] == [1, 1, 2, 2, 2, 2, 2, 2]
+    assert all(t["ms_per_image"] > 0 and 0 <= t["cv_accuracy"] <= 1 for t in chosen["tried"])
+    assert sum(t["chosen"] for t in chosen["tried"]) == 1
+    assert result.metadata["preprocessing"]["grayscale"] == chosen["chosen"]["grayscale"]
+    assert result.metadata["passes_per_image"] == chosen["passes"] == {"whole": 1, "centre": 4, "whole+centre": 5}[
+        chosen["chosen"]["view"]]
+    assert result.metadata["head"] == "ridge" and result.report["fitted_on"] == ["train", "validation"]
+    test = result.report["splits"]["test"]
+    assert test["accuracy"] >= 0.9 and 0 <= test["ece"] <= 1 and test["balanced_accuracy"] >= 0.9
+    # The exported signature scores the test split as the report did.
+    data = result.report["splits"]
+    served = tf.saved_model.load(str(result.version_dir)).signatures[contract.SIGNATURE_NAME]
+    held = json.loads((result.version_dir / contract.ASSETS_EXTRA_DIR / contract.METADATA_FILE).read_text())
+    assert held["recipe"] == chosen and data["test"]["count"] > 0
+    files = sorted((sample_dataset / result.labels[1]).iterdir())[:4]
+    scores = served(**{contract.INPUT_NAME: tf.constant([f.read_bytes() for f in files])})[contract.SCORES_OUTPUT]
+    np.testing.assert_allclose(scores.numpy().sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_explicit_options_force_the_recipe_and_nothing_is_measured(sample_dataset, tmp_path, tiny_module):
+    result = train(settings_for(sample_dataset, tmp_path, tiny_module, grayscale=False, view="whole+quadrants",
+                                layout_grid=0))
+    chosen = result.metadata["recipe"]
+    assert chosen["tried"] == [] and chosen["reason"] == "every option given"
+    assert chosen["chosen"] == {"grayscale": False, "view": "whole+quadrants", "layout_grid": 0}
+    assert result.metadata["passes_per_image"] == 5 and set(result.metadata["timing"]["phases"]) == {"head"}

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from imgclf import abuse_attacks as attacks
 from imgclf import contract
-from imgclf.settings import AbuseSettings, add_settings_flags
+from imgclf.settings import AbuseSettings, settings_parser
 
 MODEL_NAME = contract.DEFAULT_MODEL_NAME
 
@@ -162,9 +162,7 @@ def served(settings: AbuseSettings, say=print):
 
 
 def build_parser(command: str = "abuse") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
-    add_settings_flags(parser, AbuseSettings, command)
-    return parser
+    return settings_parser(AbuseSettings, command, __doc__.split("\n\n")[0])
 
 
 def main(argv: list[str], command: str = "abuse") -> int:

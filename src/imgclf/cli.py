@@ -22,6 +22,7 @@ COMMANDS = {
     "clean-staged": ("imgclf.rollout.cli", "remove staged folders left by killed or refused runs"),
     "drill": ("imgclf.rollout.drill", "publish and roll back under load; count failures"),
     "pages-bench": ("imgclf.pages_bench", "how close each PDF renderer comes to the original's JPGs"),
+    "evaluate": ("imgclf.evaluate", "how `train` does on sources or styles it never saw (held-out groups)"),
     "bench": ("imgclf.bench", "measure bytes, throughput, training speed-up, rollout, memory"),
     "abuse": ("imgclf.abuse", "a good client's latency while the local server is under attack"),
     "e2e": ("imgclf.e2e", "the Docker Compose stack end to end on a Docker engine"),

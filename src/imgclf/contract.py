@@ -2,7 +2,7 @@
 
 This is the only module that knows the signature's names and dtypes, the label rules and how a
 version folder is named. It is plain Python (no TensorFlow import) so that the REST client, which
-carries no TensorFlow, can use it too. See docs in README.md, "The serving contract".
+carries no TensorFlow, can use it too. See docs/contract.md.
 """
 
 from __future__ import annotations

@@ -13,13 +13,11 @@ from pathlib import Path
 
 from imgclf import contract
 from imgclf.model_store import open_model
-from imgclf.settings import SCRATCH_MODULE, DemoSettings, ValidateSettings, add_settings_flags
+from imgclf.settings import SCRATCH_MODULE, DemoSettings, ValidateSettings, settings_parser
 
 
 def build_parser(command: str = "demo") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
-    add_settings_flags(parser, DemoSettings, command)
-    return parser
+    return settings_parser(DemoSettings, command, __doc__.split("\n\n")[0])
 
 
 def step(number: int, text: str) -> None:

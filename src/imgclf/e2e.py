@@ -31,7 +31,7 @@ from imgclf import contract, stack
 from imgclf.model_store import open_model
 from imgclf.model_status import StatusError, fetch_model_status
 from imgclf.polling import poll
-from imgclf.settings import StackSettings, add_settings_flags
+from imgclf.settings import StackSettings, settings_parser
 
 TRAFFIC_PASSES_AFTER_TAKEOVER = 2   # full passes over the validation images the new version answers
 REST_POLL_SECONDS = 0.5
@@ -368,9 +368,7 @@ def run(client, settings: StackSettings, root: Path, work: Path) -> Summary:
 
 # --- command line ------------------------------------------------------------------------------
 def build_parser(command: str = "e2e") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
-    add_settings_flags(parser, StackSettings, "e2e")
-    return parser
+    return settings_parser(StackSettings, command, __doc__.split("\n\n")[0], settings_command="e2e")
 
 
 def main(argv: list[str], command: str = "e2e") -> int:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgclf import __version__, contract
-from imgclf.settings import KubeSettings, add_settings_flags
+from imgclf.settings import KubeSettings, settings_parser
 
 KUBERNETES_FOLDER = Path("deploy") / "kubernetes"
 # What Debian's kubectl 1.20 (its kustomize v2.0.3) understands; newer ones only warn about some.
@@ -322,9 +322,7 @@ def check(folder: str | os.PathLike, repository: Path) -> tuple[list[dict], list
 
 
 def build_parser(command: str = "k8s-check") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
-    add_settings_flags(parser, KubeSettings, command)
-    return parser
+    return settings_parser(KubeSettings, command, __doc__.split("\n\n")[0])
 
 
 def main(argv: list[str], command: str = "k8s-check") -> int:

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from imgclf import contract, stack
-from imgclf.settings import StackSettings, TrainSettings, add_settings_flags
+from imgclf.settings import StackSettings, TrainSettings, settings_parser
 
 COMMANDS = ("train", "validate")
 
@@ -190,8 +190,7 @@ def run_locally(target: str, flags: list[str]) -> int:
 
 
 def build_parser(command: str = "run") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
-    add_settings_flags(parser, StackSettings, "run")
+    parser = settings_parser(StackSettings, command, __doc__.split("\n\n")[0], settings_command="run")
     parser.add_argument("target", choices=COMMANDS)
     parser.add_argument("flags", nargs=argparse.REMAINDER)
     return parser

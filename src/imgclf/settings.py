@@ -60,6 +60,44 @@ def non_negative(value):
     return value
 
 
+def above_zero(value):
+    if value <= 0:
+        raise ValueError("must be above 0")
+    return value
+
+
+def below_one(value):
+    if not 0.0 <= value < 1.0:
+        raise ValueError("must lie in [0, 1)")
+    return value
+
+
+def at_least_two(value):
+    if value < 2:
+        raise ValueError("must be 2 or more")
+    return value
+
+
+class SettingsError(ValueError):
+    """Settings that cannot work; the message names the flag and the allowed values."""
+
+
+def field_problem(settings) -> str | None:
+    """The first field whose value its own check or choices refuse, said as its flag would say it
+    (`--epochs 0: must be 1 or more`); None when every field passes. The same checks as parsing."""
+    for f in dataclasses.fields(settings):
+        value, check, choices = getattr(settings, f.name), f.metadata.get("check"), f.metadata.get("choices")
+        flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+        if choices and value not in choices:
+            return f"{flag} {value}: must be one of {', '.join(str(c) for c in choices if c is not None)}"
+        try:
+            if check is not None and value is not None:
+                check(value)
+        except ValueError as error:
+            return f"{flag} {value}: {error}"
+    return None
+
+
 @dataclass
 class TrainSettings:
     """`make train` / `imgclf train`."""
@@ -68,10 +106,10 @@ class TrainSettings:
     module: str = setting(DEFAULT_HUB_MODULE, 'TF Hub handle/URL, local module path, or "scratch"')
     model_name: str = setting(contract.DEFAULT_MODEL_NAME, "the model's name: MODELS/<name>/<version>/")
     models: str = setting("./models", "base folder holding <model_name>/<version>/")
-    epochs: int = setting(100, "upper bound; early stopping usually ends near 20")
-    batch_size: int = setting(32, "images per training step")
-    learning_rate: float = setting(0.003, "for the head (Adam)")
-    image_size: int = setting(0, "0 = the module's own size (224 for scratch)")
+    epochs: int = setting(100, "upper bound; early stopping usually ends near 20", check=positive)
+    batch_size: int = setting(32, "images per training step", check=positive)
+    learning_rate: float = setting(0.003, "for the head (Adam)", check=above_zero)
+    image_size: int = setting(0, "0 = the module's own size (224 for scratch)", check=non_negative)
     fine_tune: bool = setting(False, "also train the backbone, at fine_tune_learning_rate")
     fine_tune_learning_rate: float = setting(1e-5, "learning rate of the fine-tuning phase")
     fine_tune_epochs: int = setting(5, "upper bound, after the head is trained")
@@ -79,25 +117,76 @@ class TrainSettings:
     validation_percent: int = setting(15, "share of the images for validation, by hash of the file name")
     test_percent: int = setting(15, "share of the images for the test split, by hash of the file name")
     seed: int = setting(42, "shuffling and initialisation")
-    dropout: float = setting(0.5, "before the softmax head")
-    label_smoothing: float = setting(0.1, "of the training targets")
-    patience: int = setting(15, "epochs without a better validation loss before stopping")
+    dropout: float = setting(0.5, "before the softmax head", check=below_one)
+    label_smoothing: float = setting(0.1, "of the training targets", check=below_one)
+    patience: int = setting(15, "epochs without a better validation loss before stopping", check=non_negative)
     min_delta: float = setting(0.0, 'a smaller fall of the loss is not "better"')
-    grayscale: bool = setting(True, "drop colour in preprocessing (a shortcut cue)")
-    quadrants: bool = setting(True, "add features of each image quarter at 2x (5 passes)")
-    layout_grid: int = setting(32, "side of the page's ink map a second head reads; 0 = off")
-    layout_weight: float = setting(0.33, "that head's share of the scores")
+    recipe: str = setting("auto", "auto = measure on this data the options below left unset: colour or grey, then "
+                          "keep the reference view (whole image + its centre at 4x) unless another view or the "
+                          "layout head beats it by more than the data can resolve; document = grey, centre; "
+                          "photo = colour, whole image (docs/training.md)", choices=("auto", "document", "photo"))
+    grayscale: bool | None = setting(None, "drop colour in preprocessing; unset = the recipe's")
+    view: str | None = setting(None, "what the backbone sees: whole (the image: 1 pass per image), centre (the "
+                               "mean of the 4 central tiles of a 4x4 grid, each enlarged 4x: 4 passes), "
+                               "whole+centre (both: 5), whole+quadrants (each quarter at 2x too: 5) or tiles (the "
+                               "mean of all 16 tiles: 16); unset = the recipe's",
+                               choices=(None, "whole", "centre", "whole+centre", "whole+quadrants", "tiles"))
+    layout_grid: int | None = setting(None, "side of the page's ink map a second head reads; 0 = off; unset = the "
+                                      "recipe's", check=non_negative)
+    layout_weight: float = setting(0.33, "that head's share of the scores", check=fraction)
+    head: str = setting("ridge", "on cached features: ridge (fitted in closed form, its temperature on "
+                        "validation) or softmax (dropout + softmax, early stopping); training on images "
+                        "(scratch, AUGMENT) uses softmax; FINE_TUNE then trains either with the backbone",
+                        choices=("ridge", "softmax"))
+    ridge_strength: float = setting(1.0, "the ridge head's L2 penalty, relative to the features' mean square",
+                                    check=above_zero)
+    balance_classes: bool = setting(True, "every class weighs the same in the head's loss")
+    calibrate: bool = setting(True, "temperature scaling of the softmax head, fitted on validation, in the "
+                              "exported graph (the ridge head always fits its temperature)")
+    selection_folds: int = setting(5, "cross-validation folds when RECIPE=auto measures", check=at_least_two)
+    selection_repeats: int = setting(3, "... repeated with other folds", check=positive)
+    selection_margin: float = setting(1.64, "standard errors of the per-image difference by which a candidate "
+                                      "must beat the reference recipe to replace it", check=non_negative)
+    selection_images: int = setting(3000, "at most this many train + validation images measured (a sample)",
+                                    check=positive)
     cache_dir: str = setting("", 'feature cache; "" = <models>/.cache/features')
-    warmup_records: int = setting(8, "real images replayed by the server on load")
+    warmup_records: int = setting(8, "real images replayed by the server on load", check=non_negative)
     log_dir: str = setting("", 'TensorBoard logs; "" = <models>/.logs/<model_name>')
     progress: bool = setting(True, "progress per epoch: a bar on a terminal, a line in a log")
     decode_parallelism: int = setting(2, "images decoded at once in training; each may take up to ~1.4 GB at "
-                                      "the 40 MP limit (docs/hostile-inputs.md)")
+                                      "the 40 MP limit (docs/hostile-inputs.md)", check=positive)
     validate: str = setting("", "extra held-out folder for the promotion gate")
     tolerance: float | None = setting(None, "for the gate; None = RolloutSettings.tolerance")
     force: bool = setting(False, "publish even when the gate refuses")
     pdf_renderer: str = setting(DEFAULT_PDF_RENDERER, "how PDFs in DATA become pages")
     pdf_cache: str = setting("", 'rendered pages; "" = <models>/.cache/pages')
+
+    def problem(self) -> str | None:
+        """What is wrong with these settings, naming the flag; None when nothing: each field's own
+        check (the one its flag applies when parsed) and what no single field can say. The CLI asks
+        before TensorFlow loads (exit 2); train() asks again for library callers (SettingsError)."""
+        if not self.data:
+            return "--data is required (one sub-folder of images per class)"
+        if self.validation_percent < 0 or self.test_percent < 0 or self.validation_percent + self.test_percent >= 100:
+            return (f"--validation-percent {self.validation_percent} and --test-percent {self.test_percent}: "
+                    "each must be 0 or more and together below 100")
+        return field_problem(self)
+
+
+@dataclass
+class EvaluateSettings:
+    """`make evaluate` / `imgclf evaluate`: how `make train` does on sources or styles it never saw,
+    through the exported signature. Every TrainSettings flag applies to its trainings too."""
+
+    manifest: str = setting("", "TSV of images (paths relative to it), a `label` column and a group column: "
+                            "leave one group out over them")
+    group_column: str = setting("source", "the manifest's column that names each image's group")
+    group_separator: str = setting(":", 'a group is the value up to it ("debian:tex" is "debian"); "" = '
+                                   "the whole value")
+    test: str = setting("", "or: train on DATA and test on these folders of class folders (comma-separated)")
+    seeds: str = setting("42", "comma-separated; each seed trains and tests again")
+    output: str = setting("", "also write the figures here, as JSON")
+    workdir: str = setting("", 'fold data and models ("" = a temporary folder)')
 
 
 @dataclass
@@ -336,7 +425,7 @@ class KubeSettings:
 
 # The commands whose flags and Make variables come from a settings class (`imgclf <command>`).
 COMMANDS = {
-    "train": TrainSettings, "serve": ServeSettings, "validate": ValidateSettings, "demo": DemoSettings,
+    "train": TrainSettings, "evaluate": EvaluateSettings, "serve": ServeSettings, "validate": ValidateSettings, "demo": DemoSettings,
     "pages": PagesSettings, "publish": RolloutSettings, "rollback": RolloutSettings, "pin": RolloutSettings,
     "unpin": RolloutSettings, "status": RolloutSettings, "clean-staged": RolloutSettings,
     "drill": DrillSettings,
@@ -450,6 +539,15 @@ def add_settings_flags(parser, settings_class, command: str | None = None, omit_
         if knob.boolean and not knob.meta.get("switch"):
             parser.add_argument("--no-" + knob.flag[2:], dest=knob.name, action="store_const", const=False,
                                 default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def settings_parser(settings_class, command: str, description: str, settings_command: str | None = None,
+                    omit_unset: bool = False, **parser_options) -> argparse.ArgumentParser:
+    """The parser of `imgclf <command>`: its flags are the settings class's fields (add_settings_flags;
+    `settings_command` when the class serves several commands under one name, as StackSettings)."""
+    parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=description, **parser_options)
+    add_settings_flags(parser, settings_class, settings_command or command, omit_unset)
+    return parser
 
 
 def _environment_default(knob: Knob):

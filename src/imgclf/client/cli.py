@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from imgclf.settings import ValidateSettings, add_settings_flags
+from imgclf.settings import ValidateSettings, settings_parser
 
 EPILOG = """\
 Prints `label score path` per image (every class with --all), then a summary: images, errors,
@@ -17,12 +17,11 @@ Exit status: 0 all good; 1 an image failed or accuracy is below --min-accuracy; 
 
 
 def build_parser(command: str = "validate") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=f"imgclf {command}", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Send every image under DIR to the model server and report. "
-                    "Defaults live in imgclf/settings.py (ValidateSettings).")
-    add_settings_flags(parser, ValidateSettings, command)
-    return parser
+    return settings_parser(
+        ValidateSettings, command,
+        "Send every image under DIR to the model server and report. "
+        "Defaults live in imgclf/settings.py (ValidateSettings).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def parse_settings(argv: list[str], command: str = "validate") -> ValidateSettings:

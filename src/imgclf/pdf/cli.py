@@ -13,16 +13,15 @@ from pathlib import Path
 from imgclf.pdf.problems import PageProblem
 from imgclf.pdf.render import RENDERERS
 from imgclf.progress import Progress
-from imgclf.settings import PagesSettings, add_settings_flags
+from imgclf.settings import PagesSettings, settings_parser
 
 
 def build_parser(command: str = "pages") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=f"imgclf {command}", epilog=__doc__.split("\n\n", 1)[1],
-        description="Render page 1 of every PDF under --pdfs as the original tool did, into "
-                    "--out/<same sub-folder>/<sha1 of the PDF>.jpg. Defaults: imgclf/settings.py.")
-    add_settings_flags(parser, PagesSettings)
-    return parser
+    return settings_parser(
+        PagesSettings, command,
+        "Render page 1 of every PDF under --pdfs as the original tool did, into "
+        "--out/<same sub-folder>/<sha1 of the PDF>.jpg. Defaults: imgclf/settings.py.",
+        epilog=__doc__.split("\n\n", 1)[1])
 
 
 def settings_problem(settings: PagesSettings) -> str | None:

@@ -93,6 +93,14 @@ def for_command(renderer: str, cache_dir: str | Path, progress: bool = False) ->
     return PdfImages(cache_dir or default_cache_dir(), PagesSettings(renderer=renderer), progress)
 
 
+def training_cache_dir(pdf_cache: str | os.PathLike, models: str | os.PathLike) -> Path | str:
+    """Where `make train` keeps the pages of the PDFs in DATA: PDF_CACHE, else <MODELS>/.cache/pages
+    (beside the feature cache); "" (the user's cache) when neither is known."""
+    if pdf_cache:
+        return Path(pdf_cache)
+    return Path(models) / ".cache" / "pages" if models else ""
+
+
 def is_pdf_name(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(".pdf")
 

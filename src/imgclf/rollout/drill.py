@@ -33,7 +33,7 @@ from imgclf.model_store import ModelStore, open_store
 from imgclf.polling import poll
 from imgclf.progress import track
 from imgclf.rollout.markers import DEFAULT_LABELS, marker_of, write_marker_model
-from imgclf.settings import DrillSettings, add_settings_flags
+from imgclf.settings import DrillSettings, settings_parser
 
 MODEL_NAME = contract.DEFAULT_MODEL_NAME
 # After a change first reaches traffic the old version is still being unloaded: requests this
@@ -300,9 +300,7 @@ def run_drill(settings: DrillSettings, say=print) -> Figures:
 
 
 def build_parser(command: str = "drill") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
-    add_settings_flags(parser, DrillSettings, command)
-    return parser
+    return settings_parser(DrillSettings, command, __doc__.split("\n\n")[0])
 
 
 def main(argv: list[str], command: str = "drill") -> int:

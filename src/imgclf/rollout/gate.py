@@ -10,6 +10,7 @@ not load or answer would fail in the server just the same.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +20,13 @@ from imgclf import contract
 from imgclf.batches import run_batch_or_each
 from imgclf.data_folders import find_class_folders, split_of
 from imgclf.model_store import ModelStore
+from imgclf.pdf import store as pdf_store
+from imgclf.pdf.store import is_pdf_name
 from imgclf.progress import track
+from imgclf.settings import DEFAULT_PDF_RENDERER
 from imgclf.tf_errors import tf_error_message
 
+log = logging.getLogger(__name__)
 Example = tuple[Path, str]     # an image file and its true label
 BATCH_SIZE = 16
 
@@ -62,9 +67,13 @@ class Decision:
         return bool(self.refused_because)
 
 
-def labelled_examples(folder: str | os.PathLike) -> list[Example]:
-    """(image, label) for every image under folder/<label>/; a folder without images is an error."""
-    examples = [(path, label) for label, files in find_class_folders(folder).items() for path in files]
+def labelled_examples(folder: str | os.PathLike, pdf_renderer: str = DEFAULT_PDF_RENDERER,
+                      pdf_cache: str | os.PathLike = "") -> list[Example]:
+    """(image, label) for every image and PDF under folder/<label>/ (a PDF's image is its first
+    page, rendered as training renders it); a folder without any is an error."""
+    files = [(path, label) for label, paths in find_class_folders(folder, with_pdfs=True).items()
+             for path in paths]
+    examples = _pages_of(files, pdf_renderer, pdf_cache)
     if not examples:
         raise contract.ContractError(f"{folder}: no images in class sub-folders (expected {folder}/<label>/*.jpg)")
     return examples
@@ -72,7 +81,7 @@ def labelled_examples(folder: str | os.PathLike) -> list[Example]:
 
 def recorded_held_out(model_dir: str | os.PathLike) -> tuple[list[Example], str]:
     """The held-out split a model was trained with (test, else validation), rebuilt from the data
-    folder and split percentages in its training metadata; with a note on what was found."""
+    folder, split percentages and PDF renderer in its training metadata; with a note on what was found."""
     try:
         metadata = json.loads((Path(model_dir) / contract.ASSETS_EXTRA_DIR / contract.METADATA_FILE).read_text())
         recorded = metadata["settings"]
@@ -82,11 +91,28 @@ def recorded_held_out(model_dir: str | os.PathLike) -> tuple[list[Example], str]
     if not Path(data).is_dir():
         return [], f"the data folder recorded at training, {data}, is not here"
     by_split: dict[str, list[Example]] = {"test": [], "validation": []}
-    for label, files in find_class_folders(data).items():
+    for label, files in find_class_folders(data, with_pdfs=True).items():
         for path in files:
             by_split.get(split_of(path.name, *percents), []).append((path, label))
     held_out = by_split["test"] or by_split["validation"]
-    return held_out, f"held-out split of {data}: {len(held_out)} images"
+    pages = _pages_of(held_out, recorded.get("pdf_renderer", DEFAULT_PDF_RENDERER), pdf_store.training_cache_dir(recorded.get("pdf_cache", ""), recorded.get("models", "")))
+    return pages, f"held-out split of {data}: {len(pages)} images"
+
+
+def _pages_of(examples: Sequence[Example], pdf_renderer: str, pdf_cache: str | os.PathLike) -> list[Example]:
+    """The examples with each PDF replaced by its first page's image (rendered once, cached); a
+    PDF that gives no page is left out with a warning naming it, as training leaves it out."""
+    if not any(is_pdf_name(path) for path, _ in examples):
+        return list(examples)
+    label_of = dict(examples)
+    pages = []
+    with pdf_store.for_command(pdf_renderer, pdf_cache) as pdfs:
+        for path, image, problem in pdfs.image_paths(label_of):
+            if image is None:
+                log.warning("skipping %s: %s", path, problem)
+            else:
+                pages.append((image, label_of[path]))
+    return pages
 
 
 def _signature(model):

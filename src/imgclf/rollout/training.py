@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from imgclf import model_store
-from imgclf.settings import RolloutSettings, TrainSettings
+from imgclf.settings import RolloutSettings, SettingsError, TrainSettings
 
 
 @dataclass
@@ -57,10 +57,10 @@ def root_refused() -> str | None:
 
 
 def main(argv: list[str], command: str = "train") -> int:
-    from imgclf.trainer.cli import build_parser, configure_logging, settings_problem
+    from imgclf.trainer.cli import build_parser, configure_logging
 
     settings = TrainSettings(**vars(build_parser(command).parse_args(argv)))
-    problem = settings_problem(settings) or root_refused()
+    problem = settings.problem() or root_refused()
     if problem:
         print(f"imgclf {command}: {problem}", file=sys.stderr)
         return 2
@@ -76,7 +76,7 @@ def main(argv: list[str], command: str = "train") -> int:
         print(format_report(result.report), flush=True)
         print(timing_summary(result.metadata), flush=True)
         published = publish_trained(result, settings, say=lambda text: print(text, file=sys.stderr))
-    except (DataError, ModuleError, ContractError, model_store.StoreError) as error:
+    except (DataError, ModuleError, ContractError, SettingsError, model_store.StoreError) as error:
         # The gate's refusal (a StoreError) says itself where the staged model waits.
         print(f"imgclf {command}: error: {error}", file=sys.stderr)
         return 1

@@ -13,11 +13,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Sequence
 
 from imgclf.model_status import StatusError, fetch_model_status
+from imgclf.polling import poll
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -81,22 +81,19 @@ class LocalServer:
 
     def wait_until_available(self) -> None:
         """Until the status API lists an AVAILABLE version of the model (or the process died)."""
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise ServerStartError(
-                    f"imgclf serve exited with code {self.process.returncode}:\n{self.log_tail()}"
-                )
-            try:
-                if fetch_model_status(self.rest_url, self.model_name, timeout=2).available:
-                    return
-            except StatusError:   # not listening yet, or the model not loaded yet
-                pass
-            time.sleep(0.2)
-        raise ServerStartError(
-            f"imgclf serve did not report {self.model_name} AVAILABLE within {self.startup_timeout:.0f}s:\n"
-            f"{self.log_tail()}"
-        )
+        if not poll(self._available, self.startup_timeout, interval=0.2):
+            raise ServerStartError(
+                f"imgclf serve did not report {self.model_name} AVAILABLE within {self.startup_timeout:.0f}s:\n"
+                f"{self.log_tail()}"
+            )
+
+    def _available(self) -> bool:
+        if self.process.poll() is not None:
+            raise ServerStartError(f"imgclf serve exited with code {self.process.returncode}:\n{self.log_tail()}")
+        try:
+            return fetch_model_status(self.rest_url, self.model_name, timeout=2).available
+        except StatusError:   # not listening yet, or the model not loaded yet
+            return False
 
     def log_tail(self, lines: int = 40) -> str:
         if not self._log:

@@ -3,6 +3,7 @@ convolutional network trained from scratch for machines that cannot reach TF Hub
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import warnings
 from dataclasses import dataclass
@@ -25,36 +26,82 @@ class ModuleError(RuntimeError):
     """A module that cannot be fetched or used; the message says what to do instead."""
 
 
+# Parts of the features: what the network sees of the image (and layout_part(grid), the ink map).
+WHOLE, QUADRANTS, CENTRE, TILES = "whole", "quadrants", "centre", "tiles"
+_PASSES = {WHOLE: 1, QUADRANTS: 4, CENTRE: 4, TILES: 16}     # backbone passes per image
+_VIEWS_KEPT = {WHOLE: 1, QUADRANTS: 4, CENTRE: 1, TILES: 1}  # feature vectors kept (pooled: their mean)
+_TILE_GRID = 4
+_CENTRE_TILES = (5, 6, 9, 10)                                # of the 4x4 grid, row by row
+# A recipe's view: the parts the network reads.
+VIEWS = {"whole": (WHOLE,), "centre": (CENTRE,), "whole+centre": (WHOLE, CENTRE),
+         "whole+quadrants": (WHOLE, QUADRANTS), "tiles": (TILES,)}
+
+
+def layout_part(grid: int) -> str:
+    return f"layout{grid}"
+
+
 @dataclass
 class Backbone:
-    module: str                  # as the user gave it
-    layer: keras.layers.Layer    # images [N, size, size, 3] in [0, 1] -> features [N, feature_dim]
+    """A feature-vector network and the parts of the features the classifier reads.
+
+    The features of an image are its parts side by side, in order: what the network sees of it
+    (its view: see VIEWS and FeatureParts), then the page's ink map (layout_part(grid)). Each part is cached on its own, so recipes that share a part share its
+    cost; `layer` computes all of them, in the exported graph as in training."""
+
+    module: str                      # as the user gave it
+    network: keras.layers.Layer      # images [N, size, size, 3] in [0, 1] -> [N, view_dim]
     image_size: int
-    feature_dim: int
+    view_dim: int
     # Identifies the weights: part of the feature-cache key. None when the backbone has no fixed
     # weights (scratch), whose features therefore cannot be cached.
     fingerprint: str | None
-    # The last layout_dim features are the page's ink map (see LayoutMap), read by a head of its own.
-    layout_dim: int = 0
+    parts: tuple[str, ...] = (WHOLE,)
+    layer: keras.layers.Layer = None     # images -> all parts' features [N, feature_dim]
+
+    def __post_init__(self):
+        if self.layer is None:
+            self.layer = FeatureParts(self.network, self.image_size, self.parts, name="features")
 
     @property
     def is_scratch(self) -> bool:
         return self.fingerprint is None
 
+    def part_dim(self, part: str) -> int:
+        return _VIEWS_KEPT[part] * self.view_dim if part in _PASSES else int(part[len("layout"):]) ** 2
 
-def load_backbone(module: str, image_size: int = 0, trainable: bool = False,
-                  quadrants: bool = False, layout_grid: int = 0) -> Backbone:
+    @property
+    def feature_dim(self) -> int:
+        return sum(self.part_dim(part) for part in self.parts)
+
+    @property
+    def layout_dim(self) -> int:
+        """The last layout_dim features are the page's ink map, read by a head of its own."""
+        return sum(self.part_dim(part) for part in self.parts if part not in _PASSES)
+
+    @property
+    def passes(self) -> int:
+        """Backbone passes per image: what serving one image costs, in units of the network."""
+        return sum(_PASSES.get(part, 0) for part in self.parts)
+
+
+def load_backbone(module: str, image_size: int = 0, trainable: bool = False, view: str = "whole",
+                  layout_grid: int = 0) -> Backbone:
     """image_size 0 takes the module's own size; a module that fixes its size refuses another.
-    quadrants adds the features of each quarter of the image, enlarged (see QuadrantViews); the
-    scratch backbone learns its own scales and ignores it. layout_grid > 0 appends the page's ink
-    map on a layout_grid x layout_grid grid (see LayoutMap)."""
-    if layout_grid < 0:
-        raise ValueError(f"layout_grid={layout_grid}: must be 0 (off) or a grid side such as 32")
-    backbone = _load_features(module, image_size, trainable, quadrants)
-    return with_layout_map(backbone, layout_grid) if layout_grid else backbone
+    view and layout_grid choose the parts of the features: see with_parts."""
+    return with_parts(_load_network(module, image_size, trainable), view, layout_grid)
 
 
-def _load_features(module: str, image_size: int, trainable: bool, quadrants: bool) -> Backbone:
+def with_parts(backbone: Backbone, view: str, layout_grid: int) -> Backbone:
+    """The same network (no reload, shared weights) reading another view of the image (VIEWS),
+    with the page's ink map on a layout_grid x layout_grid grid when layout_grid > 0. The scratch
+    backbone learns its own scales: it sees the whole image only."""
+    parts = VIEWS["whole" if backbone.is_scratch else view]
+    return dataclasses.replace(backbone, parts=parts + ((layout_part(layout_grid),) if layout_grid else ()),
+                               layer=None)
+
+
+def _load_network(module: str, image_size: int, trainable: bool) -> Backbone:
     if module == SCRATCH_MODULE:
         return scratch_backbone(image_size or SCRATCH_IMAGE_SIZE)
     resolved = _resolve(module)
@@ -67,63 +114,56 @@ def _load_features(module: str, image_size: int, trainable: bool, quadrants: boo
     layer = hub.KerasLayer(loaded, trainable=trainable, name="backbone")
     if feature_dim is None:
         feature_dim = int(layer(tf.zeros([1, size, size, 3])).shape[-1])
-    fingerprint = _fingerprint(resolved)
-    if quadrants:
-        layer = QuadrantViews(layer, size, name="quadrant_views")
-        feature_dim *= QuadrantViews.VIEWS
-        fingerprint += "+quadrants"
-    return Backbone(module, layer, size, feature_dim, fingerprint)
+    return Backbone(module, layer, size, feature_dim, _fingerprint(resolved))
 
 
-class QuadrantViews(keras.layers.Layer):
-    """The module's features of the whole image and of each quarter enlarged to full size, side by
-    side. ImageNet modules see a page at 224 px as a few grey blocks; at twice the scale the
-    texture of title, columns, formulas and figures shows, which tells pages from sources never
-    seen apart better (see README, Training). One backbone pass over five views per image."""
+class FeatureParts(keras.layers.Layer):
+    """images -> the named parts of their features, side by side.
 
-    VIEWS = 5
+    - WHOLE: the network's features of the image.
+    - QUADRANTS: its features of each quarter of the image enlarged to full size. ImageNet modules
+      see a page at 224 px as a few grey blocks; at twice the scale the texture of title, columns,
+      formulas and figures shows. Four more backbone passes per image.
+    - CENTRE: the mean of its features of the four central tiles of a 4x4 grid, each enlarged to
+      full size: the middle of the image at four times the scale, where a page's body text is.
+      Pages from sources never seen were told apart best this way (docs/training.md). 4 passes.
+    - TILES: the same mean over all 16 tiles of the grid. 16 passes per image.
+    - layout<grid>: how much ink each cell of a grid x grid map of the page holds. ImageNet
+      features describe texture; where the text, title, columns and figures sit is a cue of its
+      own, and one a linear head reads straight from the map. Costs no backbone pass.
+    """
 
-    def __init__(self, backbone: keras.layers.Layer, image_size: int, **kwargs):
+    def __init__(self, network: keras.layers.Layer, image_size: int, parts: tuple[str, ...], **kwargs):
         super().__init__(**kwargs)
-        self.backbone = backbone
+        self.network = network
         self.image_size = image_size
+        self.parts = tuple(parts)
 
     def call(self, pictures, training=None):
-        size, half = self.image_size, self.image_size // 2
-        views = [pictures] + [
-            tf.image.resize(pictures[:, top:top + half, left:left + half], [size, size], antialias=True)
-            for top in (0, half) for left in (0, half)
-        ]
-        features = self.backbone(tf.concat(views, axis=0), training=training)
-        return tf.concat(tf.split(features, self.VIEWS, axis=0), axis=1)
+        return tf.concat([self._part(part, pictures, training) for part in self.parts], axis=1)
 
-
-class LayoutMap(keras.layers.Layer):
-    """The backbone's features, then how much ink each cell of a grid x grid map of the page holds.
-
-    ImageNet features describe texture; where the text, title, columns and figures sit is a cue of
-    its own, and one a linear head reads straight from the map. Alone it generalises worse than the
-    texture (it takes LaTeX package manuals for papers), but averaged with the texture head it
-    fixes pages the texture gets confidently wrong (see README, Training). Costs no backbone pass."""
-
-    def __init__(self, backbone: keras.layers.Layer, grid: int, **kwargs):
-        super().__init__(**kwargs)
-        self.backbone = backbone
-        self.grid = grid
-
-    def call(self, pictures, training=None):
-        features = self.backbone(pictures, training=training)
+    def _part(self, part: str, pictures, training):
+        if part == WHOLE:
+            return self.network(pictures, training=training)
+        if part == QUADRANTS:
+            views = self._tiles(pictures, 2)
+            features = self.network(tf.concat(views, axis=0), training=training)
+            return tf.concat(tf.split(features, len(views), axis=0), axis=1)
+        if part in (CENTRE, TILES):   # one tile at a time: all at once would hold 16x the activations
+            chosen = self._tiles(pictures, _TILE_GRID, _CENTRE_TILES if part == CENTRE else None)
+            return tf.add_n([self.network(tile, training=training) for tile in chosen]) / float(len(chosen))
+        grid = int(part[len("layout"):])
         ink = 1.0 - tf.reduce_mean(pictures, axis=-1, keepdims=True)
-        cells = tf.image.resize(ink, [self.grid, self.grid], method="area")
-        return tf.concat([features, tf.reshape(cells, [-1, self.grid * self.grid])], axis=1)
+        cells = tf.image.resize(ink, [grid, grid], method="area")
+        return tf.reshape(cells, [-1, grid * grid])
 
-
-def with_layout_map(backbone: Backbone, grid: int) -> Backbone:
-    layer = LayoutMap(backbone.layer, grid, name="layout_map")
-    fingerprint = None if backbone.fingerprint is None else f"{backbone.fingerprint}+layout{grid}"
-    layout_dim = grid * grid
-    return Backbone(backbone.module, layer, backbone.image_size, backbone.feature_dim + layout_dim,
-                    fingerprint, layout_dim)
+    def _tiles(self, pictures, grid: int, which: tuple[int, ...] | None = None) -> list:
+        """The grid x grid tiles of the pictures (those numbered in which, row by row), each
+        enlarged to full size."""
+        size, step = self.image_size, self.image_size // grid
+        return [tf.image.resize(pictures[:, (i // grid) * step:(i // grid + 1) * step, (i % grid) * step:(i % grid + 1) * step],
+                                [size, size], antialias=True)
+                for i in (which if which is not None else range(grid * grid))]
 
 
 def _resolve(module: str) -> Path:

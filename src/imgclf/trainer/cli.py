@@ -8,30 +8,15 @@ import argparse
 import logging
 import sys
 
-from imgclf.settings import TrainSettings, add_settings_flags
+from imgclf.settings import TrainSettings, settings_parser
 from imgclf.tf_logging import quiet_tensorflow_logs
 
 
 def build_parser(command: str = "train") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=f"imgclf {command}",
-        description="Train an image classifier on class folders and publish it as the next version. "
-                    "Defaults live in imgclf/settings.py (TrainSettings).")
-    add_settings_flags(parser, TrainSettings)
-    return parser
-
-
-def settings_problem(settings: TrainSettings) -> str | None:
-    """What is wrong with the settings before anything loads, naming the flag; None when nothing."""
-    if not settings.data:
-        return "--data is required (one sub-folder of images per class)"
-    if settings.layout_grid < 0:
-        return f"--layout-grid {settings.layout_grid}: must be 0 (off) or a grid side such as 32"
-    if not 0.0 <= settings.layout_weight <= 1.0:
-        return f"--layout-weight {settings.layout_weight}: must lie between 0 and 1"
-    if settings.decode_parallelism < 1:
-        return f"--decode-parallelism {settings.decode_parallelism}: must be 1 or more"
-    return None
+    return settings_parser(
+        TrainSettings, command,
+        "Train an image classifier on class folders and publish it as the next version. "
+        "Defaults live in imgclf/settings.py (TrainSettings).")
 
 
 def configure_logging() -> None:

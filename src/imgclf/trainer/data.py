@@ -31,6 +31,12 @@ class Example:
     label_index: int
     split: str
     digest: str = ""     # sha256 of the file's bytes, once read
+    source: Path | None = None   # the file in the data folder, when path is its rendered page (a PDF's)
+
+    @property
+    def file(self) -> Path:
+        """The file as the user named it: the PDF, not its cached page."""
+        return self.source or self.path
 
 
 @dataclass
@@ -84,7 +90,8 @@ def discover(data_dir: str | Path, validation_percent: float, test_percent: floa
                 dataset.skipped.append((path, reason))
                 continue
             split = split_of(path.name, validation_percent, test_percent)
-            dataset.examples.append(Example(image, label_index, split, digest))
+            dataset.examples.append(Example(image, label_index, split, digest,
+                                            source=None if image == path else path))
     check_trainable(dataset, data_dir)
     return dataset
 

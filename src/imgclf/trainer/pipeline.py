@@ -8,20 +8,21 @@ import logging
 import sys
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from imgclf import contract, images, model_store, settings as settings_module
 from imgclf.pdf import store as pdf_store
-from imgclf.settings import TrainSettings
-from imgclf.trainer import export, model, report
-from imgclf.trainer.backbone import Backbone, load_backbone
-from imgclf.trainer.data import SPLITS, Dataset, Example, discover
-from imgclf.trainer.features import FeatureCache, FileProbe, compute_features
+from imgclf.settings import SettingsError, TrainSettings
+from imgclf.trainer import export, report
+from imgclf.trainer.backbone import Backbone, load_backbone, with_parts
+from imgclf.trainer.data import SPLITS, Dataset, discover
+from imgclf.trainer.features import FeatureCache, FileProbe
+from imgclf.trainer.fitting import ImageSource, Trained, fit_classifier, scores_of
+from imgclf.trainer.recipe import RecipeChoice
+from imgclf.trainer.selection import choose_recipe
 from imgclf.warmup_requests import write_warmup_requests
 
 log = logging.getLogger(__name__)
@@ -39,32 +40,24 @@ class TrainResult:
     held_out: list[tuple[Path, str]]   # (file, label): the split the promotion gate measures on
 
 
-@dataclass
-class Trained:
-    """What training produced: the layers to export and a way to score any examples."""
-
-    backbone: Backbone
-    head: keras.Model
-    phases: dict            # phase -> {"epoch_seconds": [...], "best_epoch": n}
-    features_seconds: float | None
-    scores_of: callable     # list[Example] -> probabilities [N, K]
-
-
 def train(settings: TrainSettings) -> TrainResult:
-    """Trains, then exports into a new staging folder of the model store and seals it."""
+    """Chooses the recipe, trains, then exports into a new staging folder of the model store and
+    seals it."""
+    problem = settings.problem()
+    if problem:
+        raise SettingsError(problem)
     started = time.perf_counter()
     keras.utils.set_random_seed(settings.seed)
-    backbone = load_backbone(settings.module, settings.image_size, trainable=settings.fine_tune,
-                             quadrants=settings.quadrants, layout_grid=settings.layout_grid)
-    options = images.Preprocessing(backbone.image_size, settings.grayscale)
+    network = load_backbone(settings.module, settings.image_size, trainable=settings.fine_tune)
+    dataset = discover_data(settings, network)
+    choice = choose_recipe(dataset, network, settings, feature_cache_dir(settings))
+    log.info("recipe: %s (%s)", choice.recipe.describe(), choice.reason)
+    backbone = with_parts(network, choice.recipe.view, choice.recipe.layout_grid)
+    options = images.Preprocessing(backbone.image_size, choice.recipe.grayscale)
     cache = None if backbone.is_scratch else FeatureCache(feature_cache_dir(settings), backbone, options)
-    with pdf_store.for_command(settings.pdf_renderer, pdf_cache_dir(settings), settings.progress) as pdfs:
-        dataset = discover(settings.data, settings.validation_percent, settings.test_percent,
-                           FileProbe(options, cache), images_of=pdfs.image_paths)
-    log_dir = run_log_dir(settings)
-    trained = fit_classifier(dataset, backbone, options, cache, settings, log_dir)
-    run_report = build_report(dataset, trained)
-
+    trained = fit_classifier(dataset, backbone, options, cache, settings, run_log_dir(settings))
+    run_report = build_report(dataset, trained, ImageSource(options, settings.decode_parallelism),
+                              settings.batch_size, choice)
     base_path = contract.model_base_path(settings.models, settings.model_name)
     metadata = training_metadata(settings, backbone, options, dataset, trained, run_report,
                                  seconds=time.perf_counter() - started)
@@ -82,13 +75,23 @@ def train(settings: TrainSettings) -> TrainResult:
                        [(e.path, dataset.labels[e.label_index]) for e in held_out])
 
 
+def discover_data(settings: TrainSettings, backbone: Backbone) -> Dataset:
+    """The usable images of DATA (PDFs rendered), each decoded once to check it, unless its
+    features are cached already (then it was decoded before)."""
+    options = images.Preprocessing(backbone.image_size, grayscale=False)
+    cache = None if backbone.is_scratch else FeatureCache(feature_cache_dir(settings), backbone, options)
+    with pdf_store.for_command(settings.pdf_renderer, pdf_cache_dir(settings), settings.progress) as pdfs:
+        return discover(settings.data, settings.validation_percent, settings.test_percent,
+                        FileProbe(options, cache), images_of=pdfs.image_paths)
+
+
 def feature_cache_dir(settings: TrainSettings) -> Path:
     return Path(settings.cache_dir) if settings.cache_dir else Path(settings.models) / ".cache" / "features"
 
 
 def pdf_cache_dir(settings: TrainSettings) -> Path:
     """PDFs in DATA are rendered once, into <models>/.cache/pages unless PDF_CACHE says."""
-    return Path(settings.pdf_cache) if settings.pdf_cache else Path(settings.models) / ".cache" / "pages"
+    return Path(pdf_store.training_cache_dir(settings.pdf_cache, settings.models))
 
 
 def run_log_dir(settings: TrainSettings) -> str:
@@ -96,87 +99,21 @@ def run_log_dir(settings: TrainSettings) -> str:
     return str(root / time.strftime("%Y%m%d-%H%M%S"))
 
 
-def fit_classifier(dataset: Dataset, backbone: Backbone, options: images.Preprocessing,
-                   cache: FeatureCache | None, settings: TrainSettings, log_dir: str) -> Trained:
-    """Trains the head on cached features when the backbone is frozen and images are not
-    augmented, one branch after the other; otherwise end to end on images. Fine-tuning then
-    unfreezes the backbone."""
-    k = len(dataset.labels)
-    head, branches = model.build_classifier_head(backbone.feature_dim, backbone.layout_dim, k,
-                                                 settings.dropout, settings.seed, settings.layout_weight)
-    full = model.build_full_model(backbone, head)
-    train, validation = dataset.split("train"), dataset.split("validation")
-    phases, features, features_seconds = {}, {}, None
-    on_features = cache is not None and not settings.augment
-
-    def run_phase(phase: str, network: keras.Model, batches, learning_rate: float, epochs: int) -> None:
-        model.compile_for_training(network, learning_rate, settings.label_smoothing)
-        result = model.fit(
-            network, batches(train, shuffle=True), batches(validation) if validation else None,
-            steps=model.steps_per_epoch(len(train), settings.batch_size), epochs=epochs,
-            patience=settings.patience, min_delta=settings.min_delta, log_dir=log_dir, phase=phase,
-            progress=settings.progress)
-        phases[phase] = {"epoch_seconds": rounded(result.epoch_seconds), "best_epoch": result.best_epoch}
-
-    def on_images(examples, shuffle=False):
-        return image_batches(examples, k, options, settings, shuffle=shuffle, augment=shuffle and settings.augment)
-
-    def on_cached(examples, shuffle=False, columns=slice(None)):
-        return feature_batches(examples, features, k, settings, shuffle=shuffle, columns=columns)
-
-    if on_features:
-        begun = time.perf_counter()
-        vectors = compute_features(dataset.examples, backbone, options, cache, settings.batch_size,
-                                   settings.progress, settings.decode_parallelism)
-        features_seconds = time.perf_counter() - begun
-        features = dict(zip((e.digest for e in dataset.examples), vectors))
-        for branch in branches:
-            run_phase(branch.name, branch.model, partial(on_cached, columns=branch.columns),
-                      settings.learning_rate, settings.epochs)
-    else:
-        run_phase("end-to-end" if backbone.is_scratch else "head-on-images", full, on_images,
-                  settings.learning_rate, settings.epochs)
-    if settings.fine_tune and not backbone.is_scratch:
-        run_phase("fine-tune", full, on_images, settings.fine_tune_learning_rate, settings.fine_tune_epochs)
-        on_features = False
-
-    def scores_of(examples: list[Example]) -> np.ndarray:
-        if not examples:
-            return np.zeros([0, k], np.float32)
-        if on_features:
-            return head.predict(on_cached(examples), verbose=0)
-        return full.predict(on_images(examples), verbose=0)
-
-    return Trained(backbone, head, phases, features_seconds, scores_of)
-
-
-def feature_batches(examples: list[Example], features: dict, k: int, settings: TrainSettings,
-                    shuffle: bool = False, columns: slice = slice(None)) -> tf.data.Dataset:
-    stacked = np.stack([features[e.digest][columns] for e in examples])
-    targets = model.one_hot([e.label_index for e in examples], k)
-    return model.feature_batches(stacked, targets, settings.batch_size,
-                                 shuffle_seed=settings.seed if shuffle else None)
-
-
-def image_batches(examples: list[Example], k: int, options: images.Preprocessing,
-                  settings: TrainSettings, shuffle: bool = False, augment: bool = False) -> tf.data.Dataset:
-    targets = model.one_hot([e.label_index for e in examples], k)
-    return model.image_batches([str(e.path) for e in examples], targets, options, settings.batch_size,
-                               shuffle_seed=settings.seed if shuffle else None, augment=augment,
-                               parallel_decodes=settings.decode_parallelism)
-
-
-def build_report(dataset: Dataset, trained: Trained) -> dict:
+def build_report(dataset: Dataset, trained: Trained, source: ImageSource, batch_size: int,
+                 choice: RecipeChoice) -> dict:
     splits, wrong = {}, []
     for name in SPLITS:
         examples = dataset.split(name)
-        scores = trained.scores_of(examples)
+        scores = scores_of(trained, examples, len(dataset.labels), batch_size, source)
         truth = [e.label_index for e in examples]
         splits[name] = report.split_metrics(scores, truth, dataset.labels)
         if name == "test":
-            wrong = report.misclassified([e.path for e in examples], scores, truth, dataset.labels)
+            wrong = report.misclassified([e.file for e in examples], scores, truth, dataset.labels)
     counts = dataset.counts()
-    return {"labels": dataset.labels, "splits": splits, "misclassified_test": wrong,
+    fitted_on = sorted({split for figures in trained.phases.values() for split in figures.get("fitted_on", ["train"])})
+    return {"labels": dataset.labels, "recipe": choice.as_dict(), "calibration": trained.calibration,
+            "fitted_on": fitted_on,
+            "splits": splits, "misclassified_test": wrong,
             "skipped": counts["skipped"], "skipped_files": counts["skipped_files"]}
 
 
@@ -186,10 +123,15 @@ def training_metadata(settings: TrainSettings, backbone: Backbone, options: imag
         "module": settings.module,
         "module_fingerprint": backbone.fingerprint,
         "preprocessing": options.as_dict(),
+        "recipe": run_report["recipe"],
+        "head": "ridge" if trained.features is not None and settings.head == "ridge" else "softmax",
+        "calibration": trained.calibration,
+        "passes_per_image": backbone.passes,
         "labels": dataset.labels,
         "settings": settings_module.to_dict(settings),
         "counts": dataset.counts(),
         "accuracy": {name: m["accuracy"] for name, m in run_report["splits"].items()},
+        "calibration_error": {name: m["ece"] for name, m in run_report["splits"].items()},
         "timing": {"features_seconds": rounded_one(trained.features_seconds),
                    "phases": trained.phases, "total_seconds": round(seconds, 2)},
         "tensorflow_version": tf.__version__,
@@ -227,9 +169,14 @@ def timing_summary(metadata: dict) -> str:
     timing = metadata["timing"]
     images_count = sum(sum(per_class.values()) for per_class in metadata["counts"]["per_split"].values())
     parts = []
+    if metadata["recipe"]["mode"] == "auto" and metadata["recipe"]["tried"]:
+        parts.append(f"recipe measured in {metadata['recipe']['seconds']:.1f} s")
     if timing["features_seconds"] is not None:
         parts.append(f"features of {images_count} images {timing['features_seconds']:.1f} s")
     for phase, figures in timing["phases"].items():
+        if "fit_seconds" in figures:
+            parts.append(f"{phase}: ridge fit {figures['fit_seconds']:.2f} s")
+            continue
         seconds = figures["epoch_seconds"]
         text = f"{phase}: {len(seconds)} epochs, first {seconds[0]:.2f} s"
         if len(seconds) > 1:
@@ -237,10 +184,6 @@ def timing_summary(metadata: dict) -> str:
             text += f", later {later:.3f} s each, best epoch {figures['best_epoch']}"
         parts.append(text)
     return "timing: " + "; ".join(parts)
-
-
-def rounded(values) -> list[float]:
-    return [round(v, 3) for v in values]
 
 
 def rounded_one(value: float | None) -> float | None:

@@ -8,6 +8,10 @@ from typing import Sequence
 
 import numpy as np
 
+from imgclf.trainer.linear import expected_calibration_error
+
+_MISCLASSIFIED_SHOWN = 20     # printed; the report file keeps them all
+
 
 def split_metrics(probabilities: np.ndarray, label_indices: Sequence[int], labels: Sequence[str]) -> dict:
     """Accuracy, per-class precision/recall/F1/support and the confusion matrix (rows: true
@@ -28,7 +32,11 @@ def split_metrics(probabilities: np.ndarray, label_indices: Sequence[int], label
                             "f1": round(float(f1), 4), "support": int(actual)}
     total = int(confusion.sum())
     accuracy = float(np.trace(confusion) / total) if total else None
-    return {"accuracy": None if accuracy is None else round(accuracy, 4), "count": total,
+    recalls = [m["recall"] for m in per_class.values() if m["support"]]
+    ece = expected_calibration_error(np.asarray(probabilities, np.float64), truth) if total else None
+    return {"accuracy": None if accuracy is None else round(accuracy, 4),
+            "balanced_accuracy": round(float(np.mean(recalls)), 4) if recalls else None,
+            "ece": None if ece is None else round(ece, 4), "count": total,
             "per_class": per_class, "confusion": confusion.tolist()}
 
 
@@ -46,31 +54,70 @@ def misclassified(paths: Sequence[Path], probabilities: np.ndarray, label_indice
 
 def format_report(report: dict) -> str:
     """The report as the text printed at the end of training."""
-    labels = report["labels"]
-    lines = []
+    lines = format_recipe(report["recipe"]) if report.get("recipe") else []
+    calibration = report.get("calibration") or {}
+    if calibration.get("scale") is not None:
+        lines.append(f"calibration: temperature {1 / calibration['scale']:.3f} fitted on validation "
+                     f"(validation ECE {calibration['validation_ece_before']:.3f} -> "
+                     f"{calibration['validation_ece_after']:.3f})")
     for split, metrics in report["splits"].items():
-        if not metrics["count"]:
-            lines.append(f"{split}: no images")
-            continue
-        lines.append(f"{split}: accuracy {metrics['accuracy']:.4f} on {metrics['count']} images")
-        for label, m in metrics["per_class"].items():
-            lines.append(f"  {label:<20} precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
-                         f"f1 {m['f1']:.3f}  ({m['support']})")
-    test = report["splits"].get("test")
-    if test and test["count"]:
-        width = max(len(label) for label in labels) + 2
-        lines.append("confusion matrix on test (rows: true, columns: predicted)")
-        lines.append(" " * width + "".join(f"{label:>{width}}" for label in labels))
-        for label, row in zip(labels, test["confusion"]):
-            lines.append(f"{label:<{width}}" + "".join(f"{n:>{width}}" for n in row))
+        lines += format_split(split, metrics, split in report.get("fitted_on", ["train"]))
+    lines += format_confusion(report["labels"], report["splits"].get("test"))
     if report["skipped"]:
         lines.append(f"skipped {report['skipped']} unusable file(s) (see warnings above)")
     wrong = report["misclassified_test"]
-    lines.append(f"misclassified test files: {len(wrong)}")
-    for w in wrong:
-        scores = ", ".join(f"{k} {v:.3f}" for k, v in w["scores"].items())
-        lines.append(f"  {w['file']}: {w['label']} taken for {w['predicted']} ({scores})")
+    lines.append(f"misclassified test files: {len(wrong)}" +
+                 (f" (the {_MISCLASSIFIED_SHOWN} most confident below, all in the report file)"
+                  if len(wrong) > _MISCLASSIFIED_SHOWN else ""))
+    for w in wrong[:_MISCLASSIFIED_SHOWN]:
+        top = sorted(w["scores"].items(), key=lambda item: -item[1])[:3]
+        lines.append(f"  {w['file']}: {w['label']} taken for {w['predicted']} "
+                     f"({', '.join(f'{k} {v:.3f}' for k, v in top)})")
     return "\n".join(lines)
+
+
+def format_recipe(recipe: dict) -> list[str]:
+    """What RECIPE=auto tried, at what cost, and what it chose and why."""
+    lines = [f"recipe ({recipe['mode']}): {recipe['description']}, {recipe['passes']} backbone pass(es) per "
+             f"image: {recipe['reason']}"]
+    if recipe["tried"]:
+        lines.append(f"  cross-validated on {recipe['images']} train + validation images (s.e.: of the per-image "
+                     "difference from the stage's best in 1, from the reference in 2):")
+        width = max(len(trial["description"]) for trial in recipe["tried"]) + 2
+        lines.append(f"  {'stage':<6}{'candidate':<{width}}{'accuracy':>9}{'s.e.':>8}{'passes':>7}{'ms/image':>10}")
+        for trial in recipe["tried"]:
+            ms = "" if trial["ms_per_image"] is None else f"{trial['ms_per_image']:.1f}"
+            error = f"{trial['standard_error']:.4f}" if trial["standard_error"] else "-"
+            lines.append(f"  {trial['stage']:<6}{trial['description']:<{width}}{trial['cv_accuracy']:>9.4f}"
+                         f"{error:>8}{trial['passes']:>7}{ms:>10}"
+                         + ("  <- chosen" if trial["chosen"] else ""))
+    return lines
+
+
+def format_split(split: str, metrics: dict, fitted: bool) -> list[str]:
+    if not metrics["count"]:
+        return [f"{split}: no images"]
+    lines = [f"{split}: accuracy {metrics['accuracy']:.4f}, balanced {metrics['balanced_accuracy']:.4f}, "
+             f"calibration error {metrics['ece']:.4f} on {metrics['count']} images"
+             + (" (the head was fitted on them)" if fitted else "")]
+    width = max(len(label) for label in metrics["per_class"]) + 2
+    for label, m in metrics["per_class"].items():
+        lines.append(f"  {label:<{width}} precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
+                     f"f1 {m['f1']:.3f}  ({m['support']})")
+    return lines
+
+
+def format_confusion(labels: list[str], test: dict | None) -> list[str]:
+    """Rows named, columns numbered like the rows: stays readable with many or long class names."""
+    if not test or not test["count"]:
+        return []
+    name_width = max(len(label) for label in labels) + 5
+    cell = max(4, len(str(max(max(row) for row in test["confusion"]))) + 2)
+    lines = ["confusion matrix on test (rows: true, columns: predicted, numbered as the rows)",
+             " " * name_width + "".join(f"{i + 1:>{cell}}" for i in range(len(labels)))]
+    for i, (label, row) in enumerate(zip(labels, test["confusion"])):
+        lines.append(f"{i + 1:>2}. {label:<{name_width - 4}}" + "".join(f"{n:>{cell}}" for n in row))
+    return lines
 
 
 def save_confusion_png(confusion: Sequence[Sequence[int]], labels: Sequence[str], path: Path,
@@ -81,19 +128,22 @@ def save_confusion_png(confusion: Sequence[Sequence[int]], labels: Sequence[str]
     import matplotlib.pyplot as plt
 
     matrix = np.asarray(confusion)
+    # Colour by the share of each true class's images (its recall on the diagonal), so that large
+    # classes do not drown small ones when classes are unbalanced; the cells show the counts.
+    totals = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
     size = 1.2 + 0.9 * len(labels)
     figure, axes = plt.subplots(figsize=(size + 1, size))
-    shown = axes.imshow(matrix, cmap="Blues")
+    shown = axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
     axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    axes.set_yticks(range(len(labels)), labels)
+    axes.set_yticks(range(len(labels)), [f"{label} ({int(total)})" for label, total in zip(labels, totals[:, 0])])
     axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
+    axes.set_ylabel("true (images)")
     axes.set_title(title)
-    threshold = matrix.max() / 2 if matrix.size else 0
     for (row, column), n in np.ndenumerate(matrix):
         axes.text(column, row, str(n), ha="center", va="center",
-                  color="white" if n > threshold else "black")
-    figure.colorbar(shown, ax=axes)
+                  color="white" if shares[row, column] > 0.5 else "black")
+    figure.colorbar(shown, ax=axes, label="share of the true class's images")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
