@@ -290,3 +290,32 @@ def test_explicit_options_force_the_recipe_and_nothing_is_measured(sample_datase
     assert chosen["tried"] == [] and chosen["reason"] == "every option given"
     assert chosen["chosen"] == {"grayscale": False, "view": "whole+quadrants", "layout_grid": 0}
     assert result.metadata["passes_per_image"] == 5 and set(result.metadata["timing"]["phases"]) == {"head"}
+
+
+@pytest.mark.slow
+def test_on_real_pages_auto_measures_the_recipe_records_it_and_a_preset_forces_one(shared_dir, tmp_path):
+    # Real first pages of PDFs and the real EfficientNet-Lite0 module: 30 pages a class.
+    data = tmp_path / "pages"
+    for label in ("other", "research"):
+        (data / label).mkdir(parents=True)
+        for page in sorted((shared_dir / "datasets" / "pdf-first-pages" / "train" / label).iterdir())[:30]:
+            (data / label / page.name).symlink_to(page)
+    module = shared_dir / "modules" / "efficientnet_lite0_feature_vector"
+    settings = TrainSettings(data=str(data), module=str(module), models=str(tmp_path / "models"), progress=False,
+                             selection_repeats=1, warmup_records=2)
+    measured = train(settings)
+    recipe = measured.metadata["recipe"]
+    assert recipe["mode"] == "auto" and recipe == measured.report["recipe"]
+    stage_one = [t["recipe"] for t in recipe["tried"] if t["stage"] == 1]
+    assert stage_one == [{"grayscale": True, "view": "whole", "layout_grid": 0},
+                         {"grayscale": False, "view": "whole", "layout_grid": 0}]
+    [chosen] = [t for t in recipe["tried"] if t["chosen"]]
+    assert chosen["stage"] == 2 and chosen["recipe"] == recipe["chosen"]
+    assert measured.metadata["passes_per_image"] == chosen["passes"] == recipe["passes"]
+    assert measured.metadata["preprocessing"]["grayscale"] == recipe["chosen"]["grayscale"]
+    costs = {t["passes"]: t["ms_per_image"] for t in recipe["tried"] if not t["recipe"]["layout_grid"]}
+    assert costs[5] > costs[1] > 0                   # five passes cost more than one, measured here
+    assert all(measured.report["splits"][split]["ece"] is not None for split in ("train", "validation", "test"))
+    forced = train(TrainSettings(**{**settings.__dict__, "recipe": "photo"}))
+    assert forced.metadata["recipe"]["tried"] == [] and forced.metadata["passes_per_image"] == 1
+    assert forced.metadata["preprocessing"]["grayscale"] is False
