@@ -12,12 +12,13 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 include settings.mk
 
 .PHONY: help settings venv test train evaluate serve validate pages demo publish rollback pin unpin status clean-staged drill bench abuse e2e clean \
-  k8s-check
+  merge-results swarm-deploy swarm-status swarm-down swarm-e2e k8s-check
 
 help:
 	@echo "make test | demo | train DATA=dir | serve | validate DIR=dir | pages PDFS=dir OUT=dir"
 	@echo "     status | publish | rollback"
 	@echo "     pin VERSION=v | unpin | clean-staged | drill | bench | abuse | e2e | evaluate MANIFEST=f|TEST=d  (variables: docs/settings.md)"
+	@echo "     merge-results OUTPUT=f | swarm-deploy | swarm-status | swarm-down | swarm-e2e | k8s-check  (docs/scale-out.md)"
 
 # settings.mk and docs/settings.md from src/imgclf/settings.py (standard library only: no venv needed).
 settings:
@@ -52,6 +53,10 @@ pages: $(STAMP)
 	@test -n "$(PDFS)" -a -n "$(OUT)" || { echo "usage: make pages PDFS=dir OUT=dir  (see docs/pdfs.md)"; exit 2; }
 	$(IMGCLF) pages $(PAGES_FLAGS)
 
+merge-results: $(STAMP)
+	@test -n "$(OUTPUT)" || { echo "usage: make merge-results OUTPUT=results.csv  (after make validate SHARD=i/N OUTPUT=results.csv)"; exit 2; }
+	$(IMGCLF) merge-results $(MERGE_RESULTS_FLAGS)
+
 demo: $(STAMP)
 	$(IMGCLF) demo $(DEMO_FLAGS)
 
@@ -78,7 +83,15 @@ abuse: $(STAMP)
 e2e: $(STAMP)
 	$(IMGCLF) e2e $(E2E_FLAGS)
 
-# Scale out (docs/scale-out.md).
+# Scale out (docs/scale-out.md). The swarm commands ask the engine DOCKER_HOST names (a manager).
+swarm-deploy: $(STAMP)
+	$(IMGCLF) swarm-deploy $(SWARM_DEPLOY_FLAGS)
+swarm-status: $(STAMP)
+	$(IMGCLF) swarm-status $(SWARM_STATUS_FLAGS)
+swarm-down: $(STAMP)
+	$(IMGCLF) swarm-down $(SWARM_DOWN_FLAGS)
+swarm-e2e: $(STAMP)
+	$(IMGCLF) swarm-e2e $(SWARM_E2E_FLAGS)
 k8s-check: $(STAMP)
 	$(IMGCLF) k8s-check $(K8S_CHECK_FLAGS)
 

@@ -87,7 +87,8 @@ VALIDATE_FLAGS = $(strip \
   $(call flag,RETRIES,--retries) \
   $(call toggle,PROGRESS,--progress) \
   $(call flag,PDF_RENDERER,--pdf-renderer) \
-  $(call flag,PDF_CACHE,--pdf-cache))
+  $(call flag,PDF_CACHE,--pdf-cache) \
+  $(call flag,SHARD,--shard))
 
 DEMO_FLAGS = $(strip \
   $(call flag,DEMO_DIR,--workdir) \
@@ -201,3 +202,87 @@ RUN_FLAGS = $(strip \
 
 K8S_CHECK_FLAGS = $(strip \
   $(K8S_DIRS))
+
+MERGE_RESULTS_FLAGS = $(strip \
+  $(call flag,OUTPUT,--output) \
+  $(call flag,SHARD_FILES,--inputs))
+
+SWARM_DEPLOY_FLAGS = $(strip \
+  $(call flag,STACK,--stack) \
+  $(call flag,REPLICAS,--replicas) \
+  $(call flag,MODELS,--models) \
+  $(call flag,MODELS_DEVICE,--models-device) \
+  $(call flag,NFS,--nfs) \
+  $(call flag,NFS_OPTIONS,--nfs-options) \
+  $(call flag,MODEL_NAME,--model-name) \
+  $(call flag,SERVING_IMAGE,--serving-image) \
+  $(call flag,BALANCER_IMAGE,--balancer-image) \
+  $(call flag,BIND,--bind) \
+  $(call flag,REST_PORT,--rest-port) \
+  $(call flag,GRPC_PORT,--grpc-port) \
+  $(call flag,BALANCER_MONITOR_PORT,--monitor-port) \
+  $(call flag,SERVING_CPUS,--serving-cpus) \
+  $(call flag,SERVING_MEMORY,--serving-memory) \
+  $(call flag,SERVING_CPUS_RESERVED,--serving-cpus-reserved) \
+  $(call flag,SERVING_MEMORY_RESERVED,--serving-memory-reserved) \
+  $(call flag,NETWORK,--network) \
+  $(call flag,WAIT,--wait))
+
+SWARM_STATUS_FLAGS = $(strip \
+  $(call flag,STACK,--stack) \
+  $(call flag,REPLICAS,--replicas) \
+  $(call flag,MODELS,--models) \
+  $(call flag,MODELS_DEVICE,--models-device) \
+  $(call flag,NFS,--nfs) \
+  $(call flag,NFS_OPTIONS,--nfs-options) \
+  $(call flag,MODEL_NAME,--model-name) \
+  $(call flag,SERVING_IMAGE,--serving-image) \
+  $(call flag,BALANCER_IMAGE,--balancer-image) \
+  $(call flag,BIND,--bind) \
+  $(call flag,REST_PORT,--rest-port) \
+  $(call flag,GRPC_PORT,--grpc-port) \
+  $(call flag,BALANCER_MONITOR_PORT,--monitor-port) \
+  $(call flag,SERVING_CPUS,--serving-cpus) \
+  $(call flag,SERVING_MEMORY,--serving-memory) \
+  $(call flag,SERVING_CPUS_RESERVED,--serving-cpus-reserved) \
+  $(call flag,SERVING_MEMORY_RESERVED,--serving-memory-reserved) \
+  $(call flag,NETWORK,--network) \
+  $(call flag,WAIT,--wait) \
+  $(call flag,JSON,--json))
+
+SWARM_DOWN_FLAGS = $(strip \
+  $(call flag,STACK,--stack) \
+  $(call flag,REPLICAS,--replicas) \
+  $(call flag,MODELS,--models) \
+  $(call flag,MODELS_DEVICE,--models-device) \
+  $(call flag,NFS,--nfs) \
+  $(call flag,NFS_OPTIONS,--nfs-options) \
+  $(call flag,MODEL_NAME,--model-name) \
+  $(call flag,SERVING_IMAGE,--serving-image) \
+  $(call flag,BALANCER_IMAGE,--balancer-image) \
+  $(call flag,BIND,--bind) \
+  $(call flag,REST_PORT,--rest-port) \
+  $(call flag,GRPC_PORT,--grpc-port) \
+  $(call flag,BALANCER_MONITOR_PORT,--monitor-port) \
+  $(call flag,SERVING_CPUS,--serving-cpus) \
+  $(call flag,SERVING_MEMORY,--serving-memory) \
+  $(call flag,SERVING_CPUS_RESERVED,--serving-cpus-reserved) \
+  $(call flag,SERVING_MEMORY_RESERVED,--serving-memory-reserved) \
+  $(call flag,NETWORK,--network) \
+  $(call flag,WAIT,--wait))
+
+SWARM_E2E_FLAGS = $(strip \
+  $(call flag,REPLICAS,--replicas) \
+  $(call flag,REST_CLIENTS,--rest-clients) \
+  $(call flag,PAUSE,--pause) \
+  $(call flag,RETRIES,--retries) \
+  $(call flag,SPREAD_SECONDS,--spread-seconds) \
+  $(call flag,ALLOWED_FAILURES_ON_NODE_LOSS,--allowed-failures-on-node-loss) \
+  $(call flag,BATCH_FILES,--batch-files) \
+  $(call flag,JOBS,--jobs) \
+  $(call flag,PER_CLASS,--per-class) \
+  $(call flag,EPOCHS,--epochs) \
+  $(call flag,IMAGE_SIZE,--image-size) \
+  $(call flag,TIMEOUT,--timeout) \
+  $(call flag,KEEP,--keep) \
+  $(call flag,OUTPUT,--output))

@@ -32,7 +32,7 @@ def test_quick_bench_writes_json_chart_and_every_figure(quick_run, capsys):
 
     keys = [r["key"] for r in results["ratios"]]
     assert keys == ["request_bytes", "serving_rest", "serving_grpc", "training", "extraction", "rollout_p99",
-                    "client_memory"]
+                    "rollout_answer", "client_memory"]
     for ratio in results["ratios"]:
         assert math.isfinite(ratio["value"]) and ratio["value"] > 0, ratio
 

@@ -182,6 +182,18 @@ def test_flags_have_tensorflow_model_server_names_and_syntax():
     assert defaults.rest_api_timeout_in_ms == 30000 and defaults.model_config_file_poll_wait_seconds == 0
 
 
+def test_thread_flags_reach_every_versions_session_config(toy_versions):
+    from imgclf.serving.app import session_config
+
+    config = session_config(build_parser().parse_args(["--tensorflow_session_parallelism=3",
+                                                       "--tensorflow_inter_op_parallelism=1"]))
+    assert (config.intra_op_parallelism_threads, config.inter_op_parallelism_threads) == (3, 1)
+    default = session_config(build_parser().parse_args([]))
+    assert (default.intra_op_parallelism_threads, default.inter_op_parallelism_threads) == (0, 0)
+    loaded = make_loader(session_config=config)("toy", 2, toy_versions / "2")
+    assert y_of(loaded) == 2.0
+
+
 def test_make_serve_uses_the_models_config_when_it_lists_the_model(tmp_path):
     from imgclf.serving.cli import apply_make_defaults
 
@@ -350,6 +362,71 @@ def test_batching_merges_concurrent_calls_into_fewer_model_calls(toy_versions):
         assert result["y"].shape == (1 + i % 2, 3) and (result["y"] == 2.0 * i).all()
         assert result["tag_bytes"].tolist() == [b"\x00\xff2.0"] * (1 + i % 2)
     assert batching.requests_batched == 16 and batching.batches_run < 16
+
+
+# --- the session load path ---------------------------------------------------------------------
+def toy_requests() -> dict:
+    """One request per toy signature (serving_default, pair, image, classify, regress)."""
+    import io
+
+    import tensorflow as tf
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.new("L", (4, 3), color=90).save(png, format="PNG")
+    example = tf.train.Example(features=tf.train.Features(
+        feature={"f": tf.train.Feature(float_list=tf.train.FloatList(value=[0.25]))})).SerializeToString()
+    return {"serving_default": {"x": np.arange(6, dtype=np.float32).reshape(2, 3)},
+            "pair": {"a": np.array([1, 2], np.int64), "b": np.array([0.5, -1.0], np.float32)},
+            "image": {"image_bytes": np.array([png.getvalue()] * 2, dtype=object)},
+            "classify": {"inputs": np.array([example], dtype=object)},
+            "regress": {"inputs": np.array([example], dtype=object)}}
+
+
+def test_a_version_in_a_session_answers_as_tensorflows_own_loader(toy_versions):
+    """The server loads a version into a TensorFlow session (as TF Serving does); every signature
+    must answer exactly what tf.saved_model.load's functions answer, strings and all."""
+    import tensorflow as tf
+
+    from imgclf.serving.servable import Servable
+
+    servable = Servable.load("toy", 3, toy_versions / "3")
+    functions = tf.saved_model.load(str(toy_versions / "3")).signatures
+    for key, inputs in toy_requests().items():
+        got = servable.predict(key, inputs)
+        expected = functions[key](**{name: tf.constant(value) for name, value in inputs.items()})
+        assert sorted(got) == sorted(expected), key
+        for name, value in expected.items():
+            assert got[name].dtype == (object if value.dtype == tf.string else value.dtype.as_numpy_dtype), (key, name)
+            assert got[name].shape == tuple(value.shape) and (got[name] == value.numpy()).all(), (key, name)
+
+
+def test_an_error_inside_the_graph_keeps_its_code_and_the_session_keeps_answering(toy_versions):
+    from imgclf.serving.servable import Servable
+
+    servable = Servable.load("toy", 2, toy_versions / "2")
+    with pytest.raises(ServingError) as caught:
+        servable.predict("image", {"image_bytes": np.array([b"not an image"], dtype=object)})
+    assert caught.value.code == "INVALID_ARGUMENT" and "image" in caught.value.message.lower()
+    with pytest.raises(ServingError) as caught:
+        servable.predict("", {"x": np.ones((1, 4), np.float32)})
+    assert caught.value.code == "INVALID_ARGUMENT" and "[1, 4]" in caught.value.message
+    assert y_of(servable) == 2.0
+
+
+def test_the_real_model_answers_the_same_in_a_session(trained_model):
+    import tensorflow as tf
+
+    from imgclf import contract
+    from imgclf.data_folders import iter_image_files
+    from imgclf.serving.servable import Servable
+
+    images = np.array([path.read_bytes() for path in list(iter_image_files(trained_model.data_dir))[:5]], dtype=object)
+    got = Servable.load("m", 1, trained_model.version_dir).predict("", {contract.INPUT_NAME: images})
+    expected = tf.saved_model.load(str(trained_model.version_dir)).signatures[contract.SIGNATURE_NAME](
+        **{contract.INPUT_NAME: tf.constant(images)})
+    assert (got[contract.CLASSES_OUTPUT] == expected[contract.CLASSES_OUTPUT].numpy()).all()
+    np.testing.assert_allclose(got[contract.SCORES_OUTPUT], expected[contract.SCORES_OUTPUT].numpy(), rtol=1e-5, atol=1e-6)
 
 
 # --- limits ------------------------------------------------------------------------------------

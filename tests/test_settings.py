@@ -28,6 +28,9 @@ PARSERS = {
     "drill": ("imgclf.rollout.drill", "build_parser"),
     "bench": ("imgclf.bench", "build_parser"), "abuse": ("imgclf.abuse", "build_parser"), "e2e": ("imgclf.e2e", "build_parser"),
     "run": ("imgclf.runner", "build_parser"), "k8s-check": ("imgclf.kube", "build_parser"),
+    "merge-results": ("imgclf.client.merge", "build_parser"), "swarm-deploy": ("imgclf.swarm", "build_parser"),
+    "swarm-status": ("imgclf.swarm", "build_parser"), "swarm-down": ("imgclf.swarm", "build_parser"),
+    "swarm-e2e": ("imgclf.swarm.e2e", "build_parser"),
 }
 # Where a command's parser keeps a setting under another name (serve: tensorflow_model_server's).
 DESTINATIONS = {("serve", "rest_port"): "rest_api_port", ("serve", "grpc_port"): "port"}

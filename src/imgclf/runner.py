@@ -1,7 +1,8 @@
 """`make train` and `make validate`: through the Docker Compose stack when a Docker engine is
-reachable, in this Python environment otherwise; RUNNER=docker|local decides instead.
+reachable, in this Python environment otherwise; RUNNER=docker|local decides instead (RUNNER=swarm:
+one-off jobs on a Docker Swarm, which imgclf.cli adds from imgclf.swarm.jobs).
 
-    imgclf run [--runner docker|local] train|validate [the command's own flags]
+    imgclf run [--runner docker|local|swarm] train|validate [the command's own flags]
 
 With Docker, host paths among the flags become mounts (DATA, MODELS and DIR through the compose
 file's variables, a local MODULE, CACHE_DIR, LOG_DIR, VALIDATE and OUTPUT's folder as extra mounts)
@@ -20,6 +21,8 @@ from pathlib import Path
 from imgclf import contract, stack
 from imgclf.settings import StackSettings, TrainSettings, settings_parser
 
+# Runners that layers above add (imgclf.cli composes them in): name -> main(target, flags).
+EXTRA_RUNNERS: dict = {}
 COMMANDS = ("train", "validate")
 
 
@@ -199,6 +202,8 @@ def build_parser(command: str = "run") -> argparse.ArgumentParser:
 def main(argv: list[str], command: str = "run") -> int:
     args = build_parser(command).parse_args(argv)
     runner = choose_runner(args.runner)
+    if runner in EXTRA_RUNNERS:   # e.g. swarm: one-off jobs on the swarm the stack runs on
+        return EXTRA_RUNNERS[runner](args.target, args.flags)
     if runner == "local":
         return run_locally(args.target, args.flags)
     try:

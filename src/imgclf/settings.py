@@ -60,6 +60,17 @@ def non_negative(value):
     return value
 
 
+def shard_spec(text: str) -> str:
+    """'i/N' with 0 <= i < N (spaces dropped), or "" for no sharding."""
+    text = text.replace(" ", "")
+    if not text:
+        return text
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise ValueError("give i/N with 0 <= i < N, e.g. 0/4 ... 3/4")
+    return text
+
+
 def above_zero(value):
     if value <= 0:
         raise ValueError("must be above 0")
@@ -266,6 +277,19 @@ class ValidateSettings:
                              "images in a log", switch=True)
     pdf_renderer: str = setting(DEFAULT_PDF_RENDERER, "how PDFs in DIR become pages (docs/pdfs.md)")
     pdf_cache: str = setting("", 'rendered pages; "" = ~/.cache/imgclf/pages')
+    shard: str = setting("", "i/N: send only shard i of N (0 <= i < N) of DIR's files, chosen by a hash of "
+                         "each file's path relative to DIR; with OUTPUT, writes <name>.shard-<i>-of-<N><ext> "
+                         "for `imgclf merge-results` (docs/scale-out.md)", check=shard_spec)
+
+
+@dataclass
+class MergeSettings:
+    """`make merge-results` / `imgclf merge-results`: the outputs of `validate --shard i/N` as one."""
+
+    output: str = setting("", "the merged .csv or .jsonl; its shards are read from beside it "
+                          "(<name>.shard-<i>-of-<N><ext>)", required=True)
+    inputs: tuple[str, ...] = setting((), "shard outputs to merge instead, space-separated",
+                                      make="SHARD_FILES")
 
 
 @dataclass
@@ -352,8 +376,9 @@ class DrillSettings:
 class StackSettings:
     """`make e2e` / `imgclf e2e` and the Docker runner of `make train|validate` (`imgclf run`)."""
 
-    runner: str = setting("", 'docker | local | "" = docker when an engine answers',
-                          choices=("", "docker", "local"), commands=("run",), environment=True)
+    runner: str = setting("", 'docker | local | swarm (one-off jobs on the swarm DOCKER_HOST manages: '
+                          'docs/scale-out.md) | "" = docker when an engine answers',
+                          choices=("", "docker", "local", "swarm"), commands=("run",), environment=True)
     base_image: str = setting("", '"" = python:3.11-slim-bookworm, or one made with debootstrap where no '
                               "registry is reachable", commands=("e2e",), environment=True)
     serving_image: str = setting("", '"" = tensorflow/serving:2.20.0, or the stand-in built from serving/ '
@@ -423,6 +448,68 @@ class KubeSettings:
                                        "deploy/kubernetes)", make="K8S_DIRS", positional=True)
 
 
+SWARM_COMMANDS = ("swarm-deploy", "swarm-status", "swarm-down")
+
+
+@dataclass
+class SwarmSettings:
+    """`make swarm-deploy | swarm-status | swarm-down` (deploy/swarm on the swarm whose manager
+    DOCKER_HOST names), and the one-off jobs of `make train|validate RUNNER=swarm`, which read the
+    settings marked environment from the environment (Make passes its variables there)."""
+
+    stack: str = setting("imgclf", "the stack's name (its service is STACK_serving)", environment=True)
+    replicas: int = setting(2, "serving tasks", check=positive)
+    models: str = setting("./models", "the shared models folder, as this host mounts it", environment=True)
+    models_device: str = setting("", 'the same folder\'s path on every node ("" = MODELS made absolute)')
+    nfs: str = setting("", "server:/export/models: every node's engine mounts it (MODELS_DEVICE unused)")
+    nfs_options: str = setting("nfsvers=4.1,hard,acdirmin=1,acdirmax=1", "mount options with NFS "
+                               "(docs/scale-out.md: why the short directory cache)")
+    model_name: str = setting(contract.DEFAULT_MODEL_NAME, "the model served")
+    serving_image: str = setting("", '"" = tensorflow/serving:2.20.0; every node must be able to pull it')
+    balancer_image: str = setting("", '"" = imgclf-balancer:<version>, built here from deploy/balancer '
+                                  "when missing (only this manager runs it)")
+    trainer_image: str = setting("", 'RUNNER=swarm train runs it; every node must be able to pull it '
+                                 '("" = imgclf-trainer:<tag>)', flag=None, environment=True)
+    client_image: str = setting("", 'RUNNER=swarm validate runs it ("" = imgclf-client:<tag>)', flag=None,
+                                environment=True)
+    bind: str = setting("127.0.0.1", "the balancer's address on this host; 0.0.0.0 or an address publishes it")
+    rest_port: int = setting(8501, "the balancer's REST port")
+    grpc_port: int = setting(8500, "the balancer's gRPC port")
+    monitor_port: int = setting(8404, "the balancer's /healthz and /metrics", make="BALANCER_MONITOR_PORT")
+    serving_cpus: str = setting("2", "CPU limit per replica")
+    serving_memory: str = setting("2G", "memory limit per replica")
+    serving_cpus_reserved: str = setting("0.25", "CPU a node must have free to take a replica")
+    serving_memory_reserved: str = setting("512M", "memory a node must have free to take a replica")
+    network: str = setting("imgclf-serving", "the attachable overlay network", environment=True)
+    wait: float = setting(600.0, "seconds deploy (and a RUNNER=swarm job) may take", environment=True)
+    shards: int = setting(1, "RUNNER=swarm validate runs this many jobs, --shard i/SHARDS each, and merges "
+                          "their OUTPUTs", flag=None, environment=True, check=positive)
+    json: bool = setting(False, "print the status as JSON", commands=("swarm-status",))
+
+
+@dataclass
+class SwarmE2ESettings:
+    """`make swarm-e2e` / `imgclf swarm-e2e`: deploy/swarm on a real multi-node swarm of Docker
+    engines in containers, under traffic. Images (BASE_IMAGE, SERVING_IMAGE, CA_BUNDLE) as `make e2e`."""
+
+    replicas: int = setting(2, "serving replicas deployed (then scaled 2 -> 1 -> 3)", check=positive)
+    rest_clients: int = setting(2, "REST threads of the traffic (plus one gRPC channel)", check=positive)
+    pause: float = setting(0.04, "seconds each traffic thread waits between requests", check=non_negative)
+    retries: int = setting(5, "per request, with backoff, counted", check=non_negative)
+    spread_seconds: float = setting(15.0, "traffic over which each replica's share is counted")
+    allowed_failures_on_node_loss: int = setting(0, "failed requests (after retries) tolerated when a node dies")
+    batch_files: int = setting(4000, "files `imgclf validate` sends through the balancer (1 and 3 replicas)",
+                               check=positive)
+    jobs: bool = setting(True, "also `make train|validate RUNNER=swarm` (pushes the trainer and client "
+                         "images: ~1.6 GB more to distribute)")
+    per_class: int = setting(24, "generated training images per class")
+    epochs: int = setting(2, "of each training")
+    image_size: int = setting(64, "of the scratch backbone")
+    timeout: float = setting(600.0, "seconds any one wait may take")
+    keep: bool = setting(False, "leave the work folder")
+    output: str = setting("", "also write every figure as JSON to this file")
+
+
 # The commands whose flags and Make variables come from a settings class (`imgclf <command>`).
 COMMANDS = {
     "train": TrainSettings, "evaluate": EvaluateSettings, "serve": ServeSettings, "validate": ValidateSettings, "demo": DemoSettings,
@@ -430,6 +517,8 @@ COMMANDS = {
     "unpin": RolloutSettings, "status": RolloutSettings, "clean-staged": RolloutSettings,
     "drill": DrillSettings,
     "bench": BenchSettings, "abuse": AbuseSettings, "e2e": StackSettings, "run": StackSettings, "k8s-check": KubeSettings,
+    "merge-results": MergeSettings, **{command: SwarmSettings for command in SWARM_COMMANDS},
+    "swarm-e2e": SwarmE2ESettings,
 }
 
 

@@ -19,17 +19,6 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def docker_engine():
-    client = stack.connect()
-    if client is None:
-        if os.environ.get("IMGCLF_REQUIRE_DOCKER") == "1":  # CI starts an engine: its absence is a failure
-            pytest.fail("IMGCLF_REQUIRE_DOCKER=1 but no Docker engine is reachable")
-        pytest.skip("no Docker engine is reachable")
-    yield client
-    client.close()
-
-
 def compose_config(*profiles: str) -> str:
     env = {**os.environ, "COMPOSE_PROFILES": ",".join(profiles)}
     result = subprocess.run([*stack.compose_command(), "-f", str(REPO / "docker-compose.yml"), "config"],
@@ -115,13 +104,9 @@ def test_local_runner_runs_the_command_itself(tmp_path, capsys):
     assert f"DIR {tmp_path / 'absent'}: no such folder" in capsys.readouterr().err
 
 
-def test_make_e2e_trains_serves_validates_and_rolls_out_without_a_failed_request(docker_engine, capsys):
+def test_make_e2e_trains_serves_validates_and_rolls_out_without_a_failed_request(docker_engine, run_make):
     """The README's command, as a user runs it; its output is shown (the phase times, image sizes)."""
-    result = subprocess.run(["make", "e2e"], cwd=REPO, capture_output=True, text=True, timeout=3600)
-    summary = result.stdout[result.stdout.find("== e2e summary"):]
-    with capsys.disabled():
-        print("\n" + summary)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    result, summary = run_make("e2e", "== e2e summary")
     assert "imgclf e2e: passed" in result.stdout
     traffic = re.search(r"traffic during the rollout: (\d+) requests in (\d+) passes, 0 failed", summary)
     assert traffic and int(traffic.group(1)) > 0, summary

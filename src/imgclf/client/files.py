@@ -25,9 +25,16 @@ def iter_batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-def count_image_files(root: str | os.PathLike, with_pdfs: bool = False) -> int:
-    """How many files iter_image_files will yield (one directory walk; nothing kept)."""
-    return sum(1 for _ in iter_image_files(root, with_pdfs=with_pdfs))
+def image_files(root: str | os.PathLike, shard: str = "", with_pdfs: bool = False) -> Iterator[Path]:
+    """The files under root that iter_image_files yields, or shard i/N's share of them."""
+    from imgclf.client.shards import select
+
+    return select(iter_image_files(root, with_pdfs=with_pdfs), Path(root), shard)
+
+
+def count_image_files(root: str | os.PathLike, shard: str = "", with_pdfs: bool = False) -> int:
+    """How many files image_files will yield (one directory walk; nothing kept)."""
+    return sum(1 for _ in image_files(root, shard, with_pdfs))
 
 
 def true_label(path: Path, root: Path) -> str | None:

@@ -29,7 +29,7 @@ def describe_versions(metrics: RunMetrics, from_metadata: list[int]) -> str:
 def format_report(metrics: RunMetrics, settings: ValidateSettings, endpoint: str,
                   versions_from_metadata: list[int], saved: Path | None, failure: str | None) -> str:
     lines = ["", f"== {endpoint} ({settings.protocol}, batch {settings.batch}, "
-                 f"concurrency {settings.concurrency})"]
+                 f"concurrency {settings.concurrency}" + (f", shard {settings.shard})" if settings.shard else ")")]
     if failure:
         lines.append(f"STOPPED EARLY: {failure}")
     lines.append(f"images {metrics.images}   predicted {metrics.predicted}   errors {metrics.errors}")
@@ -44,14 +44,14 @@ def format_report(metrics: RunMetrics, settings: ValidateSettings, endpoint: str
     lines.append(f"model version {describe_versions(metrics, versions_from_metadata)}")
     if metrics.labels:
         lines.append(f"labels {', '.join(metrics.labels)}")
-    lines += _accuracy_lines(metrics)
+    lines += accuracy_lines(metrics)
     if saved:
         state = "all results" if saved.suffix != ".partial" else "results so far (run incomplete)"
         lines.append(f"{state} written to {saved}")
     return "\n".join(lines)
 
 
-def _accuracy_lines(metrics: RunMetrics) -> list[str]:
+def accuracy_lines(metrics: RunMetrics) -> list[str]:
     report = metrics.report()
     if report is None:
         if metrics.labels:

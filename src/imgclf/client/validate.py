@@ -11,7 +11,7 @@ from typing import TextIO
 
 from imgclf import contract
 from imgclf.batches import run_batch_or_each
-from imgclf.client import files
+from imgclf.client import files, shards
 from imgclf.client.base import (
     ClientError,
     ImageResult,
@@ -22,7 +22,6 @@ from imgclf.client.base import (
 from imgclf.client.metrics import RunMetrics
 from imgclf.client.output import ResultWriter, check_output_path, open_writer
 from imgclf.client.report import format_report
-from imgclf.data_folders import iter_image_files
 from imgclf.pdf import store as pdf_store
 from imgclf.progress import Progress
 from imgclf.settings import ValidateSettings
@@ -110,6 +109,7 @@ class Run:
         self.root = Path(settings.dir)
         self.metrics = RunMetrics()
         self.writer: ResultWriter | None = None
+        self.output = shards.shard_output(settings.output, settings.shard)   # shard i writes its own file
         self.versions_from_metadata: list[int] = []
         self.failure: str | None = None      # why the run stopped early
 
@@ -122,8 +122,8 @@ class Run:
             self.note(f"imgclf validate: DIR {settings.dir}: no such folder")
             return EXIT_USAGE
         try:
-            if settings.output:
-                check_output_path(settings.output)
+            if self.output:
+                check_output_path(self.output)
             client = make_client(settings)
         except ClientError as error:
             self.note(f"imgclf validate: {error}")
@@ -148,15 +148,15 @@ class Run:
         self.note(f"model {settings.model_name} version {version} AVAILABLE at {client.endpoint}")
 
         try:
-            self.writer = open_writer(settings.output) if settings.output else None
+            self.writer = open_writer(self.output) if self.output else None
         except OSError as error:
-            self.note(f"imgclf validate: OUTPUT {settings.output}: {error.strerror or error}")
+            self.note(f"imgclf validate: OUTPUT {self.output}: {error.strerror or error}")
             return EXIT_USAGE
         wanted = self.settings.progress is not False
-        total = files.count_image_files(self.root, with_pdfs=True) if wanted else None
+        total = files.count_image_files(self.root, settings.shard, with_pdfs=True) if wanted else None
         progress = Progress(total, "validate", "img", enabled=wanted, stream=self.stderr)
         self.metrics = RunMetrics()
-        batches = files.iter_batches(iter_image_files(self.root, with_pdfs=True), settings.batch)
+        batches = files.iter_batches(files.image_files(self.root, settings.shard, with_pdfs=True), settings.batch)
         outcomes = files.ordered_bounded_map(
             lambda paths: predict_batch(client, self.root, paths, pdfs.image_bytes), batches, settings.concurrency)
         interrupted = False

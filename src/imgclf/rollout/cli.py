@@ -94,11 +94,20 @@ def run_unpin(args, store) -> int:
     return 0
 
 
+# Views that layers above rollout add to `imgclf status` (imgclf.cli composes them; rollout imports
+# none of them): each takes the parsed arguments and returns None, or (key, text, JSON-able data).
+STATUS_VIEWS: list = []
+
+
 def run_status(args, store) -> int:
     from imgclf.rollout.status import as_json, gather, render
 
     status = gather(args.models, args.model_name, args.server, args.models_config, args.docker_service)
-    print(json.dumps(as_json(status), indent=2) if args.json else render(status))
+    views = [view for view in (add(args) for add in STATUS_VIEWS) if view]
+    if args.json:
+        print(json.dumps({**as_json(status), **{key: data for key, _, data in views}}, indent=2))
+    else:
+        print("\n".join([render(status)] + [text for _, text, _ in views]))
     return 0
 
 

@@ -46,12 +46,27 @@ def initial_model_specs(args: argparse.Namespace) -> list[ModelSpecConfig]:
     return [config_files.single_model_config(args.model_name, base_path)]
 
 
-def apply_thread_flags(args: argparse.Namespace) -> None:
-    """--tensorflow_session_parallelism / --tensorflow_{intra,inter}_op_parallelism (0 = auto)."""
-    import tensorflow as tf
-
+def thread_counts(args: argparse.Namespace) -> tuple[int, int]:
+    """(intra, inter) from --tensorflow_session_parallelism and --tensorflow_{intra,inter}_op_parallelism
+    (0 = TensorFlow's choice)."""
     intra = args.tensorflow_intra_op_parallelism or args.tensorflow_session_parallelism
     inter = args.tensorflow_inter_op_parallelism or args.tensorflow_session_parallelism
+    return intra, inter
+
+
+def session_config(args: argparse.Namespace):
+    """The ConfigProto of every version's session (as the real server's SessionBundleConfig)."""
+    from tensorflow.core.protobuf import config_pb2
+
+    intra, inter = thread_counts(args)
+    return config_pb2.ConfigProto(intra_op_parallelism_threads=intra, inter_op_parallelism_threads=inter)
+
+
+def apply_thread_flags(args: argparse.Namespace) -> None:
+    """The same thread counts for the eager runtime (which reads the warmup files)."""
+    import tensorflow as tf
+
+    intra, inter = thread_counts(args)
     if intra:
         tf.config.threading.set_intra_op_parallelism_threads(intra)
     if inter:
@@ -89,7 +104,7 @@ class LocalModelServer:
         self.metrics = ServingMetrics() if self.prometheus.enabled else None
         tags = tuple(t for t in args.saved_model_tags.split(",") if t)
         loader = make_loader(batching, enable_warmup=args.enable_model_warmup, tags=tags,
-                             run_batch_size=self.limits.model_run_batch_size)
+                             run_batch_size=self.limits.model_run_batch_size, session_config=session_config(args))
         self.core = ServerCore(specs, loader, poll_seconds=args.file_system_poll_wait_seconds,
                                reload_config=self._read_config_file if args.model_config_file else None,
                                config_poll_seconds=args.model_config_file_poll_wait_seconds)

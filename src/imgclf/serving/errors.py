@@ -68,13 +68,13 @@ def from_exception(error: BaseException) -> ServingError:
     import tensorflow as tf   # only here: the module stays importable without TensorFlow
 
     if isinstance(error, tf.errors.OpError):
-        return ServingError(_tf_code_name(error.error_code), tf_error_message(error.message, one_line=False))
+        return ServingError(tf_code_name(error.error_code), tf_error_message(error.message, one_line=False))
     if isinstance(error, (ValueError, TypeError)):
         return invalid_argument(str(error))
     return ServingError("INTERNAL", f"{type(error).__name__}: {error}")
 
 
-def _tf_code_name(error_code: int) -> str:
+def tf_code_name(error_code: int) -> str:
     # TensorFlow's error codes use the canonical numbering, which grpc.StatusCode also uses.
     for status in grpc.StatusCode:
         if status.value[0] == error_code:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -20,7 +19,8 @@ from google.protobuf.message import DecodeError
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
-from imgclf.serving.errors import ServingError, from_exception, invalid_argument
+from imgclf.serving.errors import ServingError, invalid_argument
+from imgclf.serving.session import SavedModelSession
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,16 @@ def read_meta_graph(export_dir: Path, tags: Sequence[str]) -> meta_graph_pb2.Met
     )
 
 
+def check_variables_present(export_dir: Path, meta_graph: meta_graph_pb2.MetaGraphDef) -> None:
+    """A graph that restores variables needs variables/variables.index. TensorFlow's loader would
+    load it without (and leave the variables unset); a folder still being copied must fail the load
+    instead, so that it is retried once complete."""
+    index = export_dir / "variables" / "variables.index"
+    if meta_graph.saver_def.restore_op_name and not index.is_file():
+        raise ServingError("NOT_FOUND", f"SavedModel at {export_dir} is incomplete: {index} does not exist "
+                                        "(still being copied?)")
+
+
 @dataclass
 class Servable:
     """A loaded model version. Immutable once built; safe to call from many threads at once."""
@@ -78,22 +88,18 @@ class Servable:
     version: int
     path: Path
     signature_defs: Mapping[str, meta_graph_pb2.SignatureDef]
-    _loaded: object = field(repr=False)
+    _session: SavedModelSession = field(repr=False)
     run_batch_size: int = 0          # most examples per model call; larger requests run in slices
-    _functions: dict = field(default_factory=dict, repr=False)
-    _functions_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def load(cls, name: str, version: int, path: str | os.PathLike, tags: Sequence[str] = (SERVE_TAG,),
-             run_batch_size: int = 0) -> "Servable":
+             run_batch_size: int = 0, session_config=None) -> "Servable":
         path = Path(path)
         meta_graph = read_meta_graph(path, tags)
-        try:
-            loaded = tf.saved_model.load(str(path), tags=list(tags))
-        except Exception as error:  # TensorFlow raises many kinds; report it with its code
-            raise from_exception(error) from error
+        check_variables_present(path, meta_graph)
+        session = SavedModelSession(path, list(tags), config=session_config)
         signature_defs = dict(meta_graph.signature_def)
-        return cls(name=name, version=version, path=path, signature_defs=signature_defs, _loaded=loaded,
+        return cls(name=name, version=version, path=path, signature_defs=signature_defs, _session=session,
                    run_batch_size=run_batch_size)
 
     # --- signatures --------------------------------------------------------------------------
@@ -103,16 +109,6 @@ class Servable:
         if key not in self.signature_defs:
             raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{key}" not found.')
         return self.signature_defs[key]
-
-    def _function(self, key: str):
-        function = self._functions.get(key)
-        if function is None:
-            with self._functions_lock:
-                signatures = self._loaded.signatures
-                if key not in signatures:
-                    raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{key}" not found.')
-                function = self._functions[key] = signatures[key]
-        return function
 
     # --- inference ---------------------------------------------------------------------------
     def predict(self, signature_name: str, inputs: Mapping[str, np.ndarray],
@@ -127,6 +123,7 @@ class Servable:
         tensors = {}
         for index, (alias, value) in enumerate(sorted(inputs.items())):
             tensors[alias] = to_tensor(value, signature.inputs[alias].dtype, index)
+        check_input_shapes(signature, tensors)
         rows = sliceable_rows(signature, tensors)
         size = self.run_batch_size
         if not size or rows is None or rows <= size:
@@ -138,14 +135,21 @@ class Servable:
                  for start in range(0, rows, size)]
         return {alias: np.concatenate([part[alias] for part in parts]) for alias in outputs}
 
-    def _run(self, key: str, tensors: Mapping[str, tf.Tensor], outputs: Sequence[str]) -> dict[str, np.ndarray]:
-        try:
-            result = self._function(key)(**tensors)
-        except ServingError:
-            raise
-        except Exception as error:
-            raise from_exception(error) from error
-        return {alias: result[alias].numpy() for alias in outputs}
+    def _run(self, key: str, tensors: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        signature = self.signature_defs[key]
+        feeds = {tensor_name(signature.inputs[alias], alias): (array, signature.inputs[alias].dtype)
+                 for alias, array in tensors.items()}
+        fetches = [tensor_name(signature.outputs[alias], alias) for alias in outputs]
+        return dict(zip(outputs, self._session.run(feeds, fetches)))
+
+
+def tensor_name(info: meta_graph_pb2.TensorInfo, alias: str) -> str:
+    """The graph tensor a signature's input or output stands for (dense tensors only, as the real
+    server's Predict)."""
+    if info.WhichOneof("encoding") != "name":
+        raise ServingError("UNIMPLEMENTED", f"tensor {alias}: only dense tensors are supported, not "
+                                            f"{info.WhichOneof('encoding')}")
+    return info.name
 
 
 def _batch_major(info) -> bool:
@@ -154,13 +158,13 @@ def _batch_major(info) -> bool:
     return not shape.unknown_rank and len(shape.dim) > 0 and shape.dim[0].size == -1
 
 
-def sliceable_rows(signature: meta_graph_pb2.SignatureDef, tensors: Mapping[str, tf.Tensor]) -> int | None:
+def sliceable_rows(signature: meta_graph_pb2.SignatureDef, tensors: Mapping[str, np.ndarray]) -> int | None:
     """The batch size when the request may run in slices: every input and output of the signature
     declares its first dimension as the batch, and the inputs agree on it; else None."""
     infos = list(signature.inputs.values()) + list(signature.outputs.values())
     if not infos or not all(_batch_major(info) for info in infos):
         return None
-    sizes = {int(t.shape[0]) if t.shape.rank else None for t in tensors.values()}
+    sizes = {int(t.shape[0]) if t.ndim else None for t in tensors.values()}
     if len(sizes) != 1 or None in sizes:
         return None
     return sizes.pop()
@@ -197,15 +201,27 @@ def check_output_filter(signature: meta_graph_pb2.SignatureDef, output_filter: S
         seen.add(alias)
 
 
-def to_tensor(value: np.ndarray, dtype_enum: int, index: int) -> tf.Tensor:
-    """A tensor of the signature's dtype; numeric widening (int -> float) is allowed as the JSON
+def check_input_shapes(signature: meta_graph_pb2.SignatureDef, tensors: Mapping[str, np.ndarray]) -> None:
+    """Every input's shape against the signature's (-1 is any size), before the graph sees it."""
+    for alias, array in sorted(tensors.items()):
+        shape = signature.inputs[alias].tensor_shape
+        if shape.unknown_rank:
+            continue
+        wanted = [dim.size for dim in shape.dim]
+        if len(wanted) != array.ndim or any(w not in (-1, got) for w, got in zip(wanted, array.shape)):
+            raise invalid_argument(f"input {alias}: shape {list(array.shape)} does not match the signature's "
+                                   f"{wanted} (-1: any size)")
+
+
+def to_tensor(value: np.ndarray, dtype_enum: int, index: int) -> np.ndarray:
+    """An array of the signature's dtype; numeric widening (int -> float) is allowed as the JSON
     path already produced the right dtype, anything else is the caller's error."""
     want = tf.dtypes.as_dtype(dtype_enum)
     array = np.asarray(value)
     if want == tf.string:
         if array.dtype.kind not in ("O", "S", "U"):
             raise invalid_argument(f"Expects arg[{index}] to be string but {tf.dtypes.as_dtype(array.dtype).name} is provided")
-        return tf.constant(array, dtype=tf.string)
+        return array.astype(object)
     if array.dtype.kind in ("O", "S", "U"):
         raise invalid_argument(f"Expects arg[{index}] to be {dtype_string(dtype_enum)} but string is provided")
     if array.dtype != want.as_numpy_dtype:
@@ -213,4 +229,4 @@ def to_tensor(value: np.ndarray, dtype_enum: int, index: int) -> tf.Tensor:
         raise invalid_argument(
             f"Expects arg[{index}] to be {dtype_string(dtype_enum)} but {dtype_string(got.as_datatype_enum)} is provided"
         )
-    return tf.constant(array)
+    return array

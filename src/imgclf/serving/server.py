@@ -26,12 +26,13 @@ log = logging.getLogger(__name__)
 
 
 def make_loader(batching: BatchingSettings | None = None, enable_warmup: bool = True, tags=("serve",),
-                run_batch_size: int = 0):
-    """(name, version, path) -> a loaded, warmed-up servable (batching-wrapped when asked)."""
+                run_batch_size: int = 0, session_config=None):
+    """(name, version, path) -> a loaded, warmed-up servable (batching-wrapped when asked).
+    `session_config`: the ConfigProto every version's session gets (thread pools)."""
 
     def load(name: str, version: int, path):
         started = time.monotonic()
-        servable = Servable.load(name, version, path, tags=tags, run_batch_size=run_batch_size)
+        servable = Servable.load(name, version, path, tags=tags, run_batch_size=run_batch_size, session_config=session_config)
         loaded = time.monotonic()
         if batching is not None:
             servable = BatchingServable(servable, batching)
