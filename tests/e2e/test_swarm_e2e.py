@@ -135,7 +135,8 @@ def test_make_swarm_e2e_runs_the_multi_node_swarm_under_traffic(docker_engine, r
     assert "imgclf swarm-e2e: passed" in result.stdout
     assert re.search(r"deploy: 2 replicas on [23] nodes", summary), summary
     for phase in ("publish under traffic", "rollback under traffic", "scale 1 -> 3 under traffic",
-                  "rolling update under traffic", "worker node killed under traffic"):
+                  "rolling update under traffic", "failed update rolled back under traffic",
+                  "worker node killed under traffic"):
         assert re.search(rf"^{re.escape(phase)}: .*REST \d+ requests, 0 failed.*gRPC \d+ requests, 0 failed",
                          summary, re.MULTILINE), (phase, summary)
     assert re.search(r"spread \(grpc, one long-lived channel\): \d+ requests .* over 3 replicas", summary)

@@ -38,6 +38,8 @@ from imgclf.swarm.traffic import Counts, Traffic, clients_for
 POLL_SECONDS = 0.25
 SETTLE_SECONDS = 2.0        # traffic kept running after a change has converged
 HOST_TIMEOUT_SECONDS = 300  # removing a node's container (an engine with its images) takes a while
+UPDATE_ENDS = {"completed", "paused", "rollback_completed", "rollback_paused"}
+BAD_FLAG = "--no-such-flag"   # TensorFlow Serving (and the stand-in) refuse to start with it
 
 
 class SwarmE2EFailure(RuntimeError):
@@ -404,31 +406,58 @@ class Run:
                         per_replica=requests_per_replica, client_cpu_ms_per_image=cpu / rows * 1000,
                         client_peak_rss_mib=peak_kib / 1024)
 
+    def update_service(self, service, *flags: str, ends: str) -> str:
+        """`docker service update --detach <flags>`, as an operator runs it, then waits until this
+        update's state is `ends` (completed, rollback_completed); SwarmE2EFailure if it ends otherwise."""
+        service.reload()
+        earlier = service.attrs.get("UpdateStatus", {}).get("StartedAt")
+        with docker_host(self.cluster.manager.socket):
+            swarm.run_tool(["docker", "service", "update", "--detach", *flags, service.name],
+                           self.stack_settings, self.root, self.say)
+        deadline = time.monotonic() + self.settings.timeout
+        while True:
+            service.reload()
+            update = service.attrs.get("UpdateStatus", {})
+            state = update.get("State", "") if update.get("StartedAt") != earlier else ""
+            if state == ends:
+                return state
+            if state in UPDATE_ENDS or time.monotonic() > deadline:
+                raise SwarmE2EFailure(f"the update {' '.join(flags)} ended {state or 'nowhere'}, not {ends}")
+            time.sleep(POLL_SECONDS)
+
+    def running_tasks(self, service) -> set[str]:
+        return {t["ID"] for t in service.tasks(filters={"desired-state": "running"})}
+
     def rolling_update_under_traffic(self) -> None:
         """`docker service update --force`: every task replaced, start-first, each new one healthy
         before its old one stops."""
         service = self.manager.services.get(swarm.service_name(self.stack_settings))
-        before_tasks = {t["ID"] for t in service.tasks(filters={"desired-state": "running"})}
-
-        def update():
-            with docker_host(self.cluster.manager.socket):   # as an operator would: the CLI
-                swarm.run_tool(["docker", "service", "update", "--force", "--detach", service.name],
-                               self.stack_settings, self.root, self.say)
-            deadline = time.monotonic() + self.settings.timeout
-            while True:
-                service.reload()
-                state = service.attrs.get("UpdateStatus", {}).get("State", "")
-                if state == "completed":
-                    return state
-                if state in ("paused", "rollback_completed", "rollback_paused") or time.monotonic() > deadline:
-                    raise SwarmE2EFailure(f"the rolling update ended {state or 'nowhere'}")
-                time.sleep(POLL_SECONDS)
-
-        figures = self.change_under_traffic("rolling update under traffic", update, 3, lambda _: [self.version])
-        replaced = before_tasks.isdisjoint(t["ID"] for t in service.tasks(filters={"desired-state": "running"}))
+        before_tasks = self.running_tasks(service)
+        figures = self.change_under_traffic("rolling update under traffic",
+                                            lambda: self.update_service(service, "--force", ends="completed"), 3,
+                                            lambda _: [self.version])
+        replaced = before_tasks.isdisjoint(self.running_tasks(service))
         self.report.add("rolling update under traffic", f"every task replaced start-first "
                         f"({'all new' if replaced else 'NOT all new'}) in {self.report.phases['rolling update under traffic']:.1f} s; "
                         f"{self._counts_text(figures['counts'])}", traffic=self._counts_json(figures["counts"]))
+
+    def failed_update_under_traffic(self) -> None:
+        """An update whose new task cannot start (serving given an unknown flag): swarm rolls the
+        service back by itself (update_config failure_action: rollback) while the old tasks answer."""
+        phase = "failed update rolled back under traffic"
+        service = self.manager.services.get(swarm.service_name(self.stack_settings))
+        before_tasks = self.running_tasks(service)
+        figures = self.change_under_traffic(
+            phase, lambda: self.update_service(service, f"--args={BAD_FLAG}", ends="rollback_completed"), 3,
+            lambda _: [self.version])
+        service.reload()
+        if BAD_FLAG in (service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Args") or []):
+            raise SwarmE2EFailure(f"{phase}: the service still has {BAD_FLAG} after the rollback")
+        kept = len(before_tasks & self.running_tasks(service))
+        self.report.add(phase, f"`docker service update --args={BAD_FLAG}`: the new task failed and swarm "
+                        f"rolled the service back by itself in {self.report.phases[phase]:.1f} s; {kept} of "
+                        f"{len(before_tasks)} old tasks kept running; {self._counts_text(figures['counts'])}",
+                        old_tasks_kept=kept, traffic=self._counts_json(figures["counts"]))
 
     def kill_node_under_traffic(self) -> None:
         status = swarm.gather(self.manager, self.stack_settings)
@@ -542,6 +571,7 @@ class Run:
             self.batch_through_the_balancer()
             self.traffic.start()
             self.rolling_update_under_traffic()
+            self.failed_update_under_traffic()
             self.kill_node_under_traffic()
             if self.settings.jobs:
                 self.train_job_under_traffic()
