@@ -141,3 +141,19 @@ def test_the_server_refuses_to_start_when_no_version_loads(tmp_path):
         LocalServer(tmp_path / "toy", "toy", startup_timeout=60).start()
     message = str(caught.value)
     assert "no version could be loaded" in message and "version 3" in message
+
+
+def test_a_stopped_server_leaves_no_log_behind_but_one_that_died_keeps_it(tmp_path, exports, caplog):
+    base = tmp_path / "toy"
+    shutil.copytree(exports / "1", base / "1")
+    with LocalServer(base, "toy") as server:
+        log = server.log_path
+        assert log.is_file()
+    assert not log.exists()
+
+    server = LocalServer(base, "toy").start()
+    server.process.kill()
+    server.process.wait()
+    server.stop()
+    assert server.log_path.is_file() and str(server.log_path) in caplog.text
+    server.log_path.unlink()

@@ -8,6 +8,7 @@ Used by tests, the client, the rollout drill, the demo and the benchmarks:
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -18,6 +19,8 @@ from typing import Sequence
 
 from imgclf.model_status import StatusError, fetch_model_status
 from imgclf.polling import poll
+
+log = logging.getLogger(__name__)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -105,7 +108,10 @@ class LocalServer:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, timeout: float = 15) -> None:
-        if self.process is not None and self.process.poll() is None:
+        """Stops the server and removes its log, which is kept (and named in a warning) only when
+        the server had died on its own: the one case where nobody has seen why."""
+        died = self.process is not None and self.process.poll() is not None
+        if self.process is not None and not died:
             self.process.terminate()
             try:
                 self.process.wait(timeout=timeout)
@@ -114,6 +120,11 @@ class LocalServer:
                 self.process.wait()
         if self._log is not None:
             self._log.close()
+            if died:
+                log.warning("imgclf serve had exited with code %s; its log: %s",
+                            self.process.returncode, self._log.name)
+            else:
+                Path(self._log.name).unlink(missing_ok=True)
 
     def __enter__(self) -> "LocalServer":
         return self.start()

@@ -7,8 +7,8 @@ Python, holding the interpreter lock for much of the load, so the request thread
 stall while a new version loads and warms up. Through the C API the whole load, the warmup and every
 request run in C++, and ctypes releases the lock for the length of each call. Measured in the
 rollout drill and `imgclf bench --parts rollout` (EfficientNet-Lite0 export, two clients, 2 shared
-cores): p99 during swaps went from 2.0-4.6 x the steady p99 to 0.96-2.5 x (docs/serving.md,
-"Version swaps").
+cores): p99 during swaps went from 2.0-4.6 x the steady p99 (median 2.5 x) to 0.96-2.5 x (median
+1.4 x); docs/serving.md, "Version swaps".
 
 The C API is TensorFlow's stable one, exported by the `libtensorflow_cc` library that the
 `tensorflow` package ships and has already loaded; this module only declares its functions.
