@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgclf.settings import EvaluateSettings, TrainSettings, add_settings_flags
+from imgclf.settings import EvaluateSettings, TrainSettings, add_settings_flags, settings_parser
 
 log = logging.getLogger(__name__)
 _BATCH = 32
@@ -219,8 +219,7 @@ def format_results(results: dict) -> str:
 
 
 def build_parser(command: str = "evaluate") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
-    add_settings_flags(parser, EvaluateSettings)
+    parser = settings_parser(EvaluateSettings, command, __doc__.split("\n\n")[0])
     train_flags = parser.add_argument_group("training (as `imgclf train`)")
     add_settings_flags(train_flags, TrainSettings)
     return parser

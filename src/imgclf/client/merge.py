@@ -24,7 +24,7 @@ from imgclf.client.metrics import RunMetrics
 from imgclf.client.output import FIXED_COLUMNS, check_output_path, open_writer
 from imgclf.client.report import accuracy_lines
 from imgclf.client.shards import shard_files
-from imgclf.settings import MergeSettings, add_settings_flags
+from imgclf.settings import MergeSettings, settings_parser
 
 
 def walk_key(path: str) -> tuple:
@@ -138,11 +138,8 @@ def summary(path: Path, metrics: RunMetrics, counts: dict[str, int]) -> str:
 
 
 def build_parser(command: str = "merge-results") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_settings_flags(parser, MergeSettings, command)
-    return parser
+    return settings_parser(MergeSettings, command, __doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def main(argv: list[str], command: str = "merge-results") -> int:

@@ -15,14 +15,11 @@ import posixpath
 import sys
 
 from imgclf import contract, model_store
-from imgclf.settings import RolloutSettings, add_settings_flags
+from imgclf.settings import RolloutSettings, settings_parser
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"imgclf {command}",
-                                     description="Defaults live in imgclf/settings.py (RolloutSettings).")
-    add_settings_flags(parser, RolloutSettings, command)
-    return parser
+    return settings_parser(RolloutSettings, command, "Defaults live in imgclf/settings.py (RolloutSettings).")
 
 
 def _say(text: str) -> None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgclf import __version__, contract, stack
-from imgclf.settings import SwarmSettings, add_settings_flags, knobs
+from imgclf.settings import SwarmSettings, settings_parser, knobs
 
 STACK_FILE = Path("deploy") / "swarm" / "stack.yml"
 BALANCER_FILE = Path("deploy") / "swarm" / "balancer.yml"
@@ -485,10 +485,8 @@ def job_name(settings: SwarmSettings, kind: str) -> str:
 
 # --- command line ------------------------------------------------------------------------------
 def build_parser(command: str = "swarm-status") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0],
-                                     epilog="Defaults live in imgclf/settings.py (SwarmSettings).")
-    add_settings_flags(parser, SwarmSettings, command)
-    return parser
+    return settings_parser(SwarmSettings, command, __doc__.split("\n\n")[0],
+                           epilog="Defaults live in imgclf/settings.py (SwarmSettings).")
 
 
 def main(argv: list[str], command: str = "swarm-status") -> int:

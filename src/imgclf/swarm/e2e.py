@@ -31,7 +31,7 @@ from pathlib import Path
 
 from imgclf import contract, model_store, stack, swarm
 from imgclf.data_folders import iter_image_files
-from imgclf.settings import SwarmE2ESettings, SwarmSettings, add_settings_flags
+from imgclf.settings import SwarmE2ESettings, SwarmSettings, settings_parser
 from imgclf.swarm.cluster import Cluster
 from imgclf.swarm.traffic import Counts, Traffic, clients_for
 
@@ -609,9 +609,7 @@ class Run:
 
 # --- command line ------------------------------------------------------------------------------
 def build_parser(command: str = "swarm-e2e") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"imgclf {command}", description=__doc__.split("\n\n")[0])
-    add_settings_flags(parser, SwarmE2ESettings, command)
-    return parser
+    return settings_parser(SwarmE2ESettings, command, __doc__.split("\n\n")[0])
 
 
 def main(argv: list[str], command: str = "swarm-e2e") -> int:
