@@ -15,7 +15,6 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
-
 from imgclf.pdf.problems import PageProblem
 from imgclf.progress import Progress
 from imgclf.settings import PagesSettings
@@ -93,12 +92,10 @@ def for_command(renderer: str, cache_dir: str | Path, progress: bool = False) ->
     return PdfImages(cache_dir or default_cache_dir(), PagesSettings(renderer=renderer), progress)
 
 
-def training_cache_dir(pdf_cache: str | os.PathLike, models: str | os.PathLike) -> Path | str:
+def training_cache_dir(pdf_cache: str | os.PathLike, models: str | os.PathLike) -> Path:
     """Where `make train` keeps the pages of the PDFs in DATA: PDF_CACHE, else <MODELS>/.cache/pages
-    (beside the feature cache); "" (the user's cache) when neither is known."""
-    if pdf_cache:
-        return Path(pdf_cache)
-    return Path(models) / ".cache" / "pages" if models else ""
+    (beside the feature cache)."""
+    return Path(pdf_cache) if pdf_cache else Path(models) / ".cache" / "pages"
 
 
 def is_pdf_name(path: str | os.PathLike) -> bool:

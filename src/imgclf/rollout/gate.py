@@ -86,6 +86,8 @@ def recorded_held_out(model_dir: str | os.PathLike) -> tuple[list[Example], str]
         metadata = json.loads((Path(model_dir) / contract.ASSETS_EXTRA_DIR / contract.METADATA_FILE).read_text())
         recorded = metadata["settings"]
         data, percents = recorded["data"], (recorded["validation_percent"], recorded["test_percent"])
+        renderer = recorded.get("pdf_renderer", DEFAULT_PDF_RENDERER)
+        pages_cache = pdf_store.training_cache_dir(recorded.get("pdf_cache", ""), recorded["models"])
     except (OSError, ValueError, KeyError, TypeError):
         return [], f"{model_dir}: no training metadata naming its data folder"
     if not Path(data).is_dir():
@@ -95,7 +97,7 @@ def recorded_held_out(model_dir: str | os.PathLike) -> tuple[list[Example], str]
         for path in files:
             by_split.get(split_of(path.name, *percents), []).append((path, label))
     held_out = by_split["test"] or by_split["validation"]
-    pages = _pages_of(held_out, recorded.get("pdf_renderer", DEFAULT_PDF_RENDERER), pdf_store.training_cache_dir(recorded.get("pdf_cache", ""), recorded.get("models", "")))
+    pages = _pages_of(held_out, renderer, pages_cache)
     return pages, f"held-out split of {data}: {len(pages)} images"
 
 

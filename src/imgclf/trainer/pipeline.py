@@ -91,7 +91,7 @@ def feature_cache_dir(settings: TrainSettings) -> Path:
 
 def pdf_cache_dir(settings: TrainSettings) -> Path:
     """PDFs in DATA are rendered once, into <models>/.cache/pages unless PDF_CACHE says."""
-    return Path(pdf_store.training_cache_dir(settings.pdf_cache, settings.models))
+    return pdf_store.training_cache_dir(settings.pdf_cache, settings.models)
 
 
 def run_log_dir(settings: TrainSettings) -> str:
