@@ -48,10 +48,16 @@ def fraction(value: float) -> float:
     return value
 
 
-def positive(value):
-    if value < 1:
-        raise ValueError("must be 1 or more")
-    return value
+def at_least(minimum: int) -> Callable:
+    """The check that a whole number is `minimum` or more."""
+    def check(value):
+        if value < minimum:
+            raise ValueError(f"must be {minimum} or more")
+        return value
+    return check
+
+
+positive, at_least_two = at_least(1), at_least(2)
 
 
 def non_negative(value):
@@ -80,12 +86,6 @@ def above_zero(value):
 def below_one(value):
     if not 0.0 <= value < 1.0:
         raise ValueError("must lie in [0, 1)")
-    return value
-
-
-def at_least_two(value):
-    if value < 2:
-        raise ValueError("must be 2 or more")
     return value
 
 
