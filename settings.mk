@@ -163,6 +163,7 @@ DRILL_FLAGS = $(strip \
   $(call flag,SWITCH_TIMEOUT,--switch-timeout) \
   $(call flag,WORKDIR,--workdir) \
   $(call flag,MODEL,--model) \
+  $(call flag,SESSION_CONFIG,--session-config) \
   $(call flag,OUTPUT,--output))
 
 BENCH_FLAGS = $(strip \

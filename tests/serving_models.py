@@ -106,3 +106,20 @@ def publish(staged: Path, base_path: Path, version: int) -> Path:
     target = Path(base_path) / str(version)
     os.rename(staged, target)
     return target
+
+
+class CheckedModel(tf.Module):
+    """serving_default: x float32 [-1, 3] -> y = 2x, refusing negative x with an Assert (which
+    Grappler's debug stripper, off by default, would remove)."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+    def serve(self, x):
+        with tf.control_dependencies([tf.debugging.assert_non_negative(x, message="x must not be negative")]):
+            return {"y": tf.identity(x) * 2.0}
+
+
+def export_checked_model(base_path: Path, version: int) -> Path:
+    module = CheckedModel()
+    target = Path(base_path) / str(version)
+    tf.saved_model.save(module, str(target), signatures={"serving_default": module.serve.get_concrete_function()})
+    return target

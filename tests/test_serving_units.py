@@ -185,7 +185,7 @@ def test_flags_have_tensorflow_model_server_names_and_syntax():
 def test_thread_flags_reach_every_versions_session_config(toy_versions):
     from imgclf.serving.app import session_config
 
-    config = session_config(build_parser().parse_args(["--tensorflow_session_parallelism=3",
+    config = session_config(build_parser().parse_args(["--tensorflow_intra_op_parallelism=3",
                                                        "--tensorflow_inter_op_parallelism=1"]))
     assert (config.intra_op_parallelism_threads, config.inter_op_parallelism_threads) == (3, 1)
     default = session_config(build_parser().parse_args([]))

@@ -317,7 +317,7 @@ def measure_serving(trained, serving_dir: Path, count: int, sweep: list[tuple], 
 
 # --- 4. rollout --------------------------------------------------------------------------------
 def measure_rollout(trained, publishes: int, quick: bool) -> dict:
-    from imgclf.rollout.drill import run_drill
+    from imgclf.rollout.drill import run_drill, session_config_args
 
     settings = DrillSettings(publishes=publishes, rollbacks=min(1, publishes - 1), model=str(trained.version_dir),
                              steady_seconds=1.0 if quick else DRILL_STEADY_SECONDS)
@@ -326,6 +326,7 @@ def measure_rollout(trained, publishes: int, quick: bool) -> dict:
     if not figures.passed or not answered or not figures.p99_swap_ms or not figures.p99_steady_ms:
         raise RuntimeError(f"the rollout drill did not pass: {dataclasses.asdict(figures)}")
     return {**dataclasses.asdict(figures), "poll_seconds": settings.poll_seconds,
+            "session_config": settings.session_config if session_config_args(settings.session_config) else "",
             "publish_to_answer_median_s": statistics.median(answered),
             "publish_to_answer_max_s": max(answered), "p99_ratio": figures.p99_swap_ms / figures.p99_steady_ms}
 
@@ -492,7 +493,8 @@ def ratios(results: dict) -> list[Ratio]:
                            f"{r['steady_requests']} requests, {r['failures']} failed)"))
         found.append(Ratio("rollout_answer", "rollout: publish -> answering, slowest (s)", r["publish_to_answer_max_s"],
                            SWAP_SECONDS_GOAL, False, f"median {r['publish_to_answer_median_s']:.2f} s of "
-                           f"{len(r['publish_to_answer_s'])} publishes (poll {r['poll_seconds']:g} s)"))
+                           f"{len(r['publish_to_answer_s'])} publishes (poll {r['poll_seconds']:g} s, "
+                           f"session config {r.get('session_config') or 'none'})"))
     if "client_memory" in results:
         m = results["client_memory"]
         first, last = m["runs"][0], m["runs"][-1]

@@ -34,6 +34,8 @@ SCRATCH_MODULE = "scratch"   # the small built-in backbone trained from scratch 
 # How PDFs become page images everywhere (make pages, train, validate): Ghostscript + ImageMagick 6,
 # the original tool's own programs (docs/pdfs.md has the measurements behind the choice).
 DEFAULT_PDF_RENDERER = "imagemagick"
+# The ConfigProto of the serving sessions that compose passes to both servers (serving/session.config).
+SESSION_CONFIG_FILE = "serving/session.config"
 
 
 def setting(default, help: str = "", **metadata):
@@ -224,6 +226,9 @@ class ServeSettings:
                                  flag="--models_config")
     models_config_poll_seconds: float = setting(5.0, "how often that config is re-read", flag=None)
     monitoring_config: str = setting("serving/monitoring.config", "served with it", flag=None)
+    # Always (when present), as compose passes it to both servers: the sessions' ConfigProto.
+    session_config: str = setting(SESSION_CONFIG_FILE, "--tensorflow_session_config_file when none is "
+                                  "given", flag=None)
 
 
 @dataclass
@@ -369,6 +374,8 @@ class DrillSettings:
     workdir: str = setting("", "where the drill's base path goes ('' = a temporary folder)")
     model: str = setting("", "a version folder every drill version carries and runs, so swaps cost what "
                          "it costs ('' = tiny models only)")
+    session_config: str = setting(SESSION_CONFIG_FILE, "the server's --tensorflow_session_config_file, as "
+                                  "compose's serving gets it (skipped when this default is absent; '' = none)")
     output: str = setting("", "also write the figures as JSON to this file")
 
 

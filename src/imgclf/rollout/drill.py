@@ -244,6 +244,16 @@ def stage_markers(store: ModelStore, count: int, warmup: list[bytes], carry: str
     return staged
 
 
+def session_config_args(path: str) -> list[str]:
+    """The drill's server reads the sessions' ConfigProto as compose's serving does; the default
+    file is skipped where it is absent (outside a checkout), a named one must exist."""
+    if not path or (path == DrillSettings().session_config and not Path(path).is_file()):
+        return []
+    if not Path(path).is_file():
+        raise ValueError(f"--session-config {path}: no such file")
+    return [f"--tensorflow_session_config_file={path}"]
+
+
 def run_drill(settings: DrillSettings, say=print) -> Figures:
     from imgclf.rollout.publish import rollback
     from imgclf.serving.process import LocalServer
@@ -254,6 +264,7 @@ def run_drill(settings: DrillSettings, say=print) -> Figures:
         raise ValueError(f"--rollbacks {settings.rollbacks}: cannot exceed --publishes {settings.publishes}")
     if settings.model and not (Path(settings.model) / "saved_model.pb").is_file():
         raise ValueError(f"--model {settings.model}: not a SavedModel folder (no saved_model.pb)")
+    server_args = session_config_args(settings.session_config)
     with tempfile.TemporaryDirectory(prefix="imgclf-drill-") as scratch:
         models = Path(settings.workdir or scratch)
         base = contract.model_base_path(models, MODEL_NAME)
@@ -267,7 +278,8 @@ def run_drill(settings: DrillSettings, say=print) -> Figures:
         version_of_marker = {1: store.publish(first)}
         marker_of_version = {version_of_marker[1]: 1}
 
-        with LocalServer(base, MODEL_NAME, poll_seconds=settings.poll_seconds) as server:
+        with LocalServer(base, MODEL_NAME, poll_seconds=settings.poll_seconds,
+                         extra_args=server_args) as server:
             say(f"local server at {server.rest_url}; {settings.clients} clients sending traffic")
             changes: list[Change] = []
             started = time.monotonic()

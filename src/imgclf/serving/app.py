@@ -47,19 +47,24 @@ def initial_model_specs(args: argparse.Namespace) -> list[ModelSpecConfig]:
 
 
 def thread_counts(args: argparse.Namespace) -> tuple[int, int]:
-    """(intra, inter) from --tensorflow_session_parallelism and --tensorflow_{intra,inter}_op_parallelism
-    (0 = TensorFlow's choice)."""
-    intra = args.tensorflow_intra_op_parallelism or args.tensorflow_session_parallelism
-    inter = args.tensorflow_inter_op_parallelism or args.tensorflow_session_parallelism
-    return intra, inter
+    """(intra, inter) as the real server.cc picks them: --tensorflow_{intra,inter}_op_parallelism when
+    either is set, else --tensorflow_session_parallelism for both (0 = TensorFlow's choice)."""
+    intra, inter, both = (args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism,
+                          args.tensorflow_session_parallelism)
+    if intra > 0 and inter > 0 and both > 0:
+        raise ConfigError("Either configure --tensorflow_session_parallelism or (--tensorflow_intra_op_parallelism, "
+                          "--tensorflow_inter_op_parallelism) separately. You cannot configure all.")
+    if intra > 0 or inter > 0:
+        return intra, inter
+    return both, both
 
 
 def session_config(args: argparse.Namespace):
-    """The ConfigProto of every version's session (as the real server's SessionBundleConfig)."""
-    from tensorflow.core.protobuf import config_pb2
-
-    intra, inter = thread_counts(args)
-    return config_pb2.ConfigProto(intra_op_parallelism_threads=intra, inter_op_parallelism_threads=inter)
+    """The ConfigProto of every version's session (the real server's SessionBundleConfig.session_config):
+    --tensorflow_session_config_file, then the thread flags over it, as server.cc does."""
+    config = config_files.read_session_config(args.tensorflow_session_config_file)
+    config.intra_op_parallelism_threads, config.inter_op_parallelism_threads = thread_counts(args)
+    return config
 
 
 def apply_thread_flags(args: argparse.Namespace) -> None:

@@ -62,8 +62,9 @@ def print_version() -> int:
 
 def apply_make_defaults(args: argparse.Namespace) -> None:
     """Without --model_base_path or --model_config_file, serve MODELS/MODEL_NAME the way the compose
-    stack does: through MODELS_CONFIG (re-read every few seconds, so pins apply) when it lists the
-    model, with the monitoring config; otherwise the model's base path under MODELS."""
+    stack does: the sessions' ConfigProto of serving/session.config, and MODELS_CONFIG (re-read every
+    few seconds, so pins apply) when it lists the model, with the monitoring config; otherwise the
+    model's base path under MODELS."""
     defaults = ServeSettings()
     explicit = bool(args.model_base_path or args.model_config_file)
     if not explicit and not args.models:
@@ -72,6 +73,8 @@ def apply_make_defaults(args: argparse.Namespace) -> None:
         args.model_name = defaults.model_name if args.models else "default"
     if explicit:
         return
+    if not args.tensorflow_session_config_file and Path(defaults.session_config).is_file():
+        args.tensorflow_session_config_file = defaults.session_config
     if config_lists_model(args.models_config, args.model_name, args.models):
         args.model_config_file = args.models_config
         if not args.model_config_file_poll_wait_seconds:

@@ -248,6 +248,17 @@ def read_batching_parameters(path: str | os.PathLike | None) -> BatchingSettings
     )
 
 
+def read_session_config(path: str | os.PathLike | None):
+    """--tensorflow_session_config_file: a text-format ConfigProto every version's session gets, as
+    the real server reads it into SessionBundleConfig.session_config (server.cc); an empty path is
+    TensorFlow's default config."""
+    from tensorflow.core.protobuf import config_pb2
+
+    if not path:
+        return config_pb2.ConfigProto()
+    return _read_text_proto(path, config_pb2.ConfigProto(), "ConfigProto")
+
+
 def _read_text_proto(path, message, kind: str):
     try:
         text = Path(path).read_text()

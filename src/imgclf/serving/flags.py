@@ -44,7 +44,10 @@ MODEL_SERVER_FLAGS = [
                                                 "not periodically."),
     ("flush_filesystem_caches", bool, True, "(accepted, no-op)"),
     ("tensorflow_session_parallelism", int, 0, "Number of threads to use for running a Tensorflow session."),
-    ("tensorflow_session_config_file", str, "", "(accepted, no-op)"),
+    ("tensorflow_session_config_file", str, "", "If non-empty, read an ascii TensorFlow Session ConfigProto "
+                                                "protobuf from the supplied file name. Note, parts of the session "
+                                                "config (threads, parallelism etc.) can be overridden if needed, "
+                                                "via corresponding command line flags."),
     ("tensorflow_intra_op_parallelism", int, 0, "Threads to parallelize the execution of an individual op."),
     ("tensorflow_inter_op_parallelism", int, 0, "Operators that can be executed simultaneously."),
     ("use_alts_credentials", bool, False, "(accepted, not supported locally)"),
