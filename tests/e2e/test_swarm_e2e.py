@@ -4,8 +4,11 @@ Skipped only where no Docker engine answers (CI starts one and sets IMGCLF_REQUI
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import re
+import select
 import shutil
 import subprocess
 import time
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from imgclf import stack, swarm
+from imgclf import contract, stack, swarm
 from imgclf.data_folders import iter_image_files
 from imgclf.swarm.cluster import LABEL
 from imgclf.swarm.traffic import Traffic, clients_for
@@ -94,6 +97,12 @@ def wait_until_both_serve(balancer, replicas, network, model: str, timeout: floa
         time.sleep(1)
 
 
+def balancer_log(balancer, lines: int = 80) -> str:
+    """The balancer's last log lines: replicas going up, down and into maintenance, and every request
+    that was retried, redispatched or failed. A failed assertion shows them: it explains itself."""
+    return balancer.logs(tail=lines).decode(errors="replace")
+
+
 def test_the_balancer_spreads_each_request_and_rides_out_a_lost_replica(replicas_behind_a_balancer,
                                                                         trained_model):
     balancer, replicas, ports, network = replicas_behind_a_balancer
@@ -107,7 +116,7 @@ def test_the_balancer_spreads_each_request_and_rides_out_a_lost_replica(replicas
     time.sleep(4)
     traffic.stop()
     sent = traffic.snapshot()
-    assert sent["rest"].failed == sent["grpc"].failed == 0, traffic.errors
+    assert sent["rest"].failed == sent["grpc"].failed == 0, (traffic.errors, balancer_log(balancer))
     counted = {name: swarm.request_counts(balancer, a, model) for name, a in addresses.items()}
     for protocol, entrypoint in (("rest", "REST"), ("grpc", "GRPC")):
         per_replica = [c.get(entrypoint, 0) for c in counted.values()]
@@ -122,8 +131,63 @@ def test_the_balancer_spreads_each_request_and_rides_out_a_lost_replica(replicas
     time.sleep(6)
     traffic.stop()
     after = traffic.snapshot()
-    assert after["rest"].failed == after["grpc"].failed == 0, traffic.errors
+    assert after["rest"].failed == after["grpc"].failed == 0, (traffic.errors, balancer_log(balancer))
     assert after["rest"].requests > sent["rest"].requests
+
+
+def send_split(connection: http.client.HTTPConnection, path: str, body: bytes) -> None:
+    """A POST whose body reaches the balancer after its headers: urllib3 2 (under requests) writes
+    them apart too; the pause makes it certain."""
+    connection.putrequest("POST", path)
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(len(body)))
+    connection.endheaders()
+    time.sleep(0.2)
+    connection.send(body)
+
+
+def answered_within(connection: http.client.HTTPConnection, seconds: float) -> bool:
+    return bool(select.select([connection.sock], [], [], seconds)[0])
+
+
+def test_a_request_whose_replica_dies_with_it_in_hand_is_answered_by_the_other(replicas_behind_a_balancer,
+                                                                               trained_model):
+    """The lost-replica race made certain: a replica is frozen, takes a request (a later one on a
+    keep-alive connection, its body sent after its headers) and is killed with it unread. The
+    balancer must retry it on the other replica, not close the client's connection unanswered."""
+    balancer, replicas, ports, network = replicas_behind_a_balancer
+    model = trained_model.model_name
+    wait_until_both_serve(balancer, replicas, network, model)
+    time.sleep(3)   # both pass the balancer's own health checks (rise 2, every second)
+    image = sorted(iter_image_files(trained_model.data_dir))[0].read_bytes()
+    body = json.dumps(contract.rest_predict_body([image])).encode("ascii")
+    path = contract.rest_model_path(model) + ":predict"
+    connection = http.client.HTTPConnection("127.0.0.1", ports["8501/tcp"], timeout=60)
+    send_split(connection, path, body)        # the first request on the connection: both serve
+    first = connection.getresponse()
+    assert first.status == 200 and first.read(), balancer_log(balancer)
+    doomed = next(iter(replicas.values()))
+    doomed.pause()
+    # The frozen replica's health checks take seconds to fail; the balancer alternates meanwhile.
+    for _ in range(4):
+        send_split(connection, path, body)
+        if not answered_within(connection, 5.0):
+            break
+        response = connection.getresponse()
+        assert response.status == 200, (response.status, response.read(), balancer_log(balancer))
+        response.read()
+    else:
+        raise AssertionError(f"the balancer never sent a request to the frozen replica\n{balancer_log(balancer)}")
+    doomed.remove(force=True)
+    try:
+        response = connection.getresponse()
+    except (http.client.HTTPException, OSError) as error:
+        raise AssertionError(f"{error!r}: the balancer dropped the request\n{balancer_log(balancer)}") from None
+    reply = response.read()
+    assert response.status == 200 and json.loads(reply)["predictions"], (response.status, reply)
+    # The balancer says so itself: it retried the request on the other replica.
+    retried = re.findall(r'rest rest/\S+ \S+ 200 .* \d+/\d+/\d+/\d+/\+?[1-9]\d* \S+ "POST ', balancer_log(balancer))
+    assert retried, balancer_log(balancer)
 
 
 @pytest.mark.skipif(os.environ.get("IMGCLF_SWARM_E2E") != "1",
