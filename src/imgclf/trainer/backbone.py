@@ -149,13 +149,38 @@ class FeatureParts(keras.layers.Layer):
             views = self._tiles(pictures, 2)
             features = self.network(tf.concat(views, axis=0), training=training)
             return tf.concat(tf.split(features, len(views), axis=0), axis=1)
-        if part in (CENTRE, TILES):   # one tile at a time: all at once would hold 16x the activations
-            chosen = self._tiles(pictures, _TILE_GRID, _CENTRE_TILES if part == CENTRE else None)
-            return tf.add_n([self.network(tile, training=training) for tile in chosen]) / float(len(chosen))
+        if part in (CENTRE, TILES):
+            return self._mean_over_tiles(pictures, _CENTRE_TILES if part == CENTRE else range(_TILE_GRID ** 2),
+                                         training)
         grid = int(part[len("layout"):])
         ink = 1.0 - tf.reduce_mean(pictures, axis=-1, keepdims=True)
         cells = tf.image.resize(ink, [grid, grid], method="area")
         return tf.reshape(cells, [-1, grid * grid])
+
+    def _mean_over_tiles(self, pictures, which, training):
+        """The mean of the network's features of the tiles numbered in which (of the 4x4 grid).
+
+        One tile at a time, in a loop: all at once would hold 16x the activations, and a Python
+        loop puts a copy of the network into the graph per tile, which every server that loads
+        the export optimises and inlines again (the graph of whole + centre fell from 5 copies to 2,
+        and a version swap's CPU with it: docs/serving.md). parallel_iterations=1: one tile's
+        activations at a time, as before. The sum is tf.add_n over the tiles in order, as before,
+        so features are bit for bit the same (and cached ones stay valid)."""
+        which = tuple(which)
+
+        def features(index):
+            return self.network(self._tile(pictures, _TILE_GRID, index), training=training)
+
+        per_tile = tf.map_fn(features, tf.constant(which, tf.int32), parallel_iterations=1,
+                             fn_output_signature=tf.float32)
+        return tf.add_n(tf.unstack(per_tile, num=len(which))) / float(len(which))
+
+    def _tile(self, pictures, grid: int, index):
+        """Tile number index (a tensor; row by row) of the grid x grid grid, enlarged to full size."""
+        step = self.image_size // grid
+        corner = tf.stack([0, (index // grid) * step, (index % grid) * step, 0])
+        tile = tf.slice(pictures, corner, [-1, step, step, -1])
+        return tf.image.resize(tile, [self.image_size, self.image_size], antialias=True)
 
     def _tiles(self, pictures, grid: int, which: tuple[int, ...] | None = None) -> list:
         """The grid x grid tiles of the pictures (those numbered in which, row by row), each
