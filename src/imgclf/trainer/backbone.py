@@ -164,7 +164,7 @@ class FeatureParts(keras.layers.Layer):
         One tile at a time, in a graph loop: all at once would hold 16x the activations, and a
         Python loop put a copy of the network into the graph per tile, which every server inlines
         and optimizes when it loads a version (whole + centre: 5 copies, now 2; the Lite0 export's
-        serving graph, inlined, 2,836 nodes, now 1,444; a version swap ~0.35 CPU-s cheaper:
+        serving graph, inlined, 2,836 nodes, now 1,444; a version swap 0.35-0.55 CPU-s cheaper:
         docs/serving.md). One tile at a time (_TILES_AT_ONCE): 2 cost the same CPU per request
         and swap, and hold twice the activations. The sum is tf.add_n over the tiles in order, as
         before, so features are bit for bit the same (and cached ones stay valid)."""
