@@ -95,7 +95,7 @@ def test_a_pin_renames_the_config_map_and_so_rolls_the_pods(rendered, tmp_path):
 
 
 def test_config_copies_match_the_repository_serving_folder():
-    for name in ("models.config", "monitoring.config"):
+    for name in ("models.config", "monitoring.config", "session.config"):
         assert (KUBERNETES / "base/config" / name).read_text() == (REPO / "serving" / name).read_text()
 
 

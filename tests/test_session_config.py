@@ -82,12 +82,21 @@ def test_the_projects_session_config_changes_no_answer(tmp_path):
         assert np.array_equal(plain[name], configured[name]), name
 
 
+@pytest.mark.parametrize("deployment", ["docker-compose.yml", "deploy/swarm/stack.yml",
+                                        "deploy/kubernetes/base/serving.yaml"])
+def test_every_deployment_passes_the_projects_file_to_its_servers(deployment):
+    """Compose, the swarm stack and the Kubernetes base: the same flag, the file mounted at /config
+    (the swarm stack as a config from serving/, Kubernetes from its ConfigMap's checked copy)."""
+    text = (REPOSITORY / deployment).read_text()
+    assert f"--tensorflow_session_config_file=/config/{Path(SESSION_CONFIG_FILE).name}" in text
+    if deployment.startswith("deploy/swarm"):
+        assert f"file: ../../{SESSION_CONFIG_FILE}" in text and "target: /config/session.config" in text
+
+
 def test_make_serve_and_the_drill_pass_the_projects_file_as_compose_does(monkeypatch, tmp_path):
     from imgclf.rollout.drill import session_config_args
 
     monkeypatch.chdir(REPOSITORY)
-    assert f"--tensorflow_session_config_file=/config/{Path(SESSION_CONFIG_FILE).name}" in \
-        (REPOSITORY / "docker-compose.yml").read_text()
     local = args_of("--models", str(tmp_path))
     apply_make_defaults(local)
     assert local.tensorflow_session_config_file == ServeSettings().session_config == SESSION_CONFIG_FILE
