@@ -30,9 +30,18 @@ def pictures():
     return tf.random.stateless_uniform([3, SIZE, SIZE, 3], seed=[1, 2])
 
 
+def reference_tiles(pictures, grid: int, which=None) -> list:
+    """The grid x grid tiles (those numbered in which, row by row), each cut by plain slicing and
+    enlarged to full size: the cut FeatureParts makes, computed apart from it."""
+    step = SIZE // grid
+    return [tf.image.resize(pictures[:, (i // grid) * step:(i // grid + 1) * step, (i % grid) * step:(i % grid + 1) * step],
+                            [SIZE, SIZE], antialias=True)
+            for i in (which if which is not None else range(grid * grid))]
+
+
 def per_tile_reference(layer: FeatureParts, pictures, which) -> np.ndarray:
     """The network run on each tile in turn, summed in order: what the export computed before."""
-    tiles = layer._tiles(pictures, 4, which)
+    tiles = reference_tiles(pictures, 4, which)
     return tf.add_n([layer.network(tile, training=False) for tile in tiles]) / float(len(tiles))
 
 
@@ -89,6 +98,6 @@ def test_the_export_holds_one_copy_of_the_network_per_part(network, tmp_path):
 
 def test_quadrants_stay_one_pass_of_four_views(network, pictures):
     layer = FeatureParts(network, SIZE, (QUADRANTS,))
-    views = layer._tiles(pictures, 2)
+    views = reference_tiles(pictures, 2)
     expected = np.concatenate([network(view, training=False).numpy() for view in views], axis=1)
     np.testing.assert_allclose(layer(pictures, training=False).numpy(), expected, rtol=0, atol=1e-6)

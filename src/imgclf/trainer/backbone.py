@@ -178,7 +178,8 @@ class FeatureParts(keras.layers.Layer):
         return tf.add_n(tf.unstack(per_tile, num=len(which))) / float(len(which))
 
     def _tile(self, pictures, grid: int, index):
-        """Tile number index (a tensor; row by row) of the grid x grid grid, enlarged to full size."""
+        """Tile number index (an int, or a scalar tensor inside a graph loop; row by row) of the
+        grid x grid grid, enlarged to full size."""
         step = self.image_size // grid
         corner = tf.stack([0, (index // grid) * step, (index % grid) * step, 0])
         tile = tf.slice(pictures, corner, [-1, step, step, -1])
@@ -187,10 +188,7 @@ class FeatureParts(keras.layers.Layer):
     def _tiles(self, pictures, grid: int, which: tuple[int, ...] | None = None) -> list:
         """The grid x grid tiles of the pictures (those numbered in which, row by row), each
         enlarged to full size."""
-        size, step = self.image_size, self.image_size // grid
-        return [tf.image.resize(pictures[:, (i // grid) * step:(i // grid + 1) * step, (i % grid) * step:(i % grid + 1) * step],
-                                [size, size], antialias=True)
-                for i in (which if which is not None else range(grid * grid))]
+        return [self._tile(pictures, grid, i) for i in (which if which is not None else range(grid * grid))]
 
 
 def _resolve(module: str) -> Path:
