@@ -55,7 +55,8 @@ def _csv_results(path: Path) -> tuple[list[str], Iterator[ImageResult]]:
 
 def _jsonl_results(path: Path) -> tuple[list[str], Iterator[ImageResult]]:
     with open(path, encoding="utf-8") as handle:
-        first = next((json.loads(line) for line in handle if line.strip() and json.loads(line).get("scores")), None)
+        records = (json.loads(line) for line in handle if line.strip())
+        first = next((record for record in records if record.get("scores")), None)
     labels = list(first["scores"]) if first else []
 
     def rows() -> Iterator[ImageResult]:
