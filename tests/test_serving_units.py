@@ -308,6 +308,19 @@ def test_failed_warmup_fails_the_load(toy_versions, tmp_path):
     assert model.resolve().version == 1, "version 1's three warmup records replay fine"
 
 
+def test_a_truncated_warmup_file_fails_the_load_with_data_loss(toy_versions, tmp_path):
+    place(toy_versions, tmp_path, 1)
+    warmup = write_warmup(tmp_path / "1")
+    warmup.write_bytes(warmup.read_bytes()[:-7])      # the last record cut short, as by a full disk
+    model = ModelVersions(config_files.single_model_config("toy", tmp_path), make_loader())
+    model.poll()
+    state = model.states()[1]
+    assert (state.state, state.error_code) == ("END", "DATA_LOSS"), state
+    assert "truncated" in state.error_message and str(warmup) in state.error_message
+    with pytest.raises(ServingError):
+        model.resolve()
+
+
 def test_specific_policy_and_labels(toy_versions, tmp_path):
     place(toy_versions, tmp_path, 1, 2, 3)
     spec = config_files.parse_model_server_config(
@@ -540,3 +553,26 @@ def test_batch_size_and_nesting_are_checked_before_conversion():
         deep = [deep]
     with pytest.raises(ServingError, match="nested more than 32"):
         json_tensor.tensors_from_inputs(deep, {"x": 1})
+
+
+def test_a_dropped_session_is_deleted_on_a_thread_of_its_own(toy_versions, monkeypatch):
+    """The request that drops the last reference to an unloaded version must not pay for deleting
+    its session (it would hold back that request's reply)."""
+    import threading
+
+    from imgclf.serving import session as sessions
+
+    deleted = []
+    real_delete = sessions._delete_session
+
+    def delete(session, graph):
+        deleted.append(threading.current_thread().name)
+        real_delete(session, graph)
+
+    monkeypatch.setattr(sessions, "_delete_session", delete)
+    servable = make_loader()("toy", 1, toy_versions / "1")
+    assert servable.predict("", {"x": np.ones((1, 3), np.float32)})
+    del servable
+    for thread in [t for t in threading.enumerate() if t.name == "session-close"]:
+        thread.join(timeout=30)
+    assert deleted == ["session-close"]
