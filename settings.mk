@@ -67,7 +67,8 @@ SERVE_FLAGS = $(strip \
   $(call flag,GRPC_PORT,--port) \
   $(call flag,HOST,--host) \
   $(call flag,SERVING,--serving) \
-  $(call flag,MODELS_CONFIG,--models_config))
+  $(call flag,MODELS_CONFIG,--models_config) \
+  $(call flag,ALLOCATOR,--allocator))
 
 VALIDATE_FLAGS = $(strip \
   $(DIR) \

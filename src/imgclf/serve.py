@@ -33,6 +33,8 @@ def main(argv: list[str], command: str = "serve") -> int:
     args = build_parser(command).parse_args(argv)
     if args.version:
         return serving_cli.print_version()
+    if args.serving != "docker" and not serving_cli.use_allocator(args.allocator):
+        return 1
     # Compose serves its own config, so explicit model paths always mean the local server.
     explicit_model = bool(args.model_base_path or args.model_config_file)
     serving_cli.apply_make_defaults(args)

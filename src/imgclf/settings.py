@@ -229,6 +229,9 @@ class ServeSettings:
     # Always (when present), as compose passes it to both servers: the sessions' ConfigProto.
     session_config: str = setting(SESSION_CONFIG_FILE, "--tensorflow_session_config_file when none is "
                                   "given", flag=None)
+    allocator: str = setting("auto", "the local server's memory allocator: jemalloc where installed (auto), "
+                             "jemalloc (required), or system (glibc's malloc); see serving/allocator.py",
+                             choices=("auto", "jemalloc", "system"), flag="--allocator")
 
 
 @dataclass

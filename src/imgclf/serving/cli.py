@@ -16,6 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
+from imgclf.serving import allocator
 from imgclf.serving.flags import add_model_server_flags
 from imgclf.settings import ServeSettings
 
@@ -38,6 +39,10 @@ def build_parser(command: str = "serve") -> argparse.ArgumentParser:
                               default=defaults.models_config,
                               help="MODELS_CONFIG: used when neither --model_base_path nor --model_config_file "
                                    "is given and it lists the model (default %(default)s)")
+    conveniences.add_argument("--allocator", default=defaults.allocator, choices=allocator.CHOICES,
+                              help="ALLOCATOR: the local server's memory allocator: jemalloc where installed "
+                                   "(auto: faster version swaps), jemalloc (required) or system "
+                                   "(default %(default)s)")
     add_model_server_flags(parser)
     # The REST port defaults to 8501 as in the official image's entrypoint; the model name is
     # decided in main() (image_classifier with --models, else tensorflow_model_server's "default").
@@ -49,8 +54,21 @@ def main(argv: list[str], command: str = "serve") -> int:
     args = build_parser(command).parse_args(argv)
     if args.version:
         return print_version()
+    if not use_allocator(args.allocator):
+        return 1
     apply_make_defaults(args)
     return run_local(args)
+
+
+def use_allocator(choice: str) -> bool:
+    """Re-execute under the allocator asked for (before TensorFlow is imported); False, with the
+    reason printed, when it cannot be had."""
+    try:
+        allocator.reexecute_with(choice)
+    except allocator.AllocatorError as error:
+        print(f"imgclf serve: {error}", file=sys.stderr)
+        return False
+    return True
 
 
 def print_version() -> int:
@@ -102,6 +120,7 @@ def run_local(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname).1s %(name)s] %(message)s")
     from imgclf.serving.app import LocalModelServer, StartupError
 
+    log.info("Memory allocator: %s", allocator.in_use())
     try:
         server = LocalModelServer.from_args(args)
         server.start()
