@@ -558,6 +558,7 @@ def test_batch_size_and_nesting_are_checked_before_conversion():
 def test_a_dropped_session_is_deleted_on_a_thread_of_its_own(toy_versions, monkeypatch):
     """The request that drops the last reference to an unloaded version must not pay for deleting
     its session (it would hold back that request's reply)."""
+    import os
     import threading
 
     from imgclf.serving import session as sessions
@@ -566,7 +567,7 @@ def test_a_dropped_session_is_deleted_on_a_thread_of_its_own(toy_versions, monke
     real_delete = sessions._delete_session
 
     def delete(session, graph):
-        deleted.append(threading.current_thread().name)
+        deleted.append((threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
         real_delete(session, graph)
 
     monkeypatch.setattr(sessions, "_delete_session", delete)
@@ -575,4 +576,4 @@ def test_a_dropped_session_is_deleted_on_a_thread_of_its_own(toy_versions, monke
     del servable
     for thread in [t for t in threading.enumerate() if t.name == "session-close"]:
         thread.join(timeout=30)
-    assert deleted == ["session-close"]
+    assert deleted == [("session-close", 19)], "deleted at the lowest priority, off the dropping thread"

@@ -17,6 +17,7 @@ The C API is TensorFlow's stable one, exported by the `libtensorflow_cc` library
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 import weakref
 from functools import lru_cache
@@ -210,9 +211,19 @@ def _retire(session: int, graph: int) -> None:
     CPU for the EfficientNet-Lite0 export on a quiet machine, more under load) would hold back that
     request's reply. The thread is not a daemon: an exiting server waits for it."""
     try:
-        threading.Thread(target=_delete_session, args=(session, graph), name="session-close").start()
+        threading.Thread(target=_delete_in_background, args=(session, graph), name="session-close").start()
     except RuntimeError:           # no new threads (the interpreter is shutting down)
         _delete_session(session, graph)
+
+
+def _delete_in_background(session: int, graph: int) -> None:
+    """At the lowest priority (nice 19, this thread only; raising it needs no privilege): freeing an
+    old version's memory waits for CPU that requests leave."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):      # not Linux: the thread keeps the process's priority
+        pass
+    _delete_session(session, graph)
 
 
 def _delete_session(session: int, graph: int) -> None:
