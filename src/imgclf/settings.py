@@ -38,6 +38,17 @@ DEFAULT_PDF_RENDERER = "imagemagick"
 SESSION_CONFIG_FILE = "serving/session.config"
 
 
+def session_config_file(path: str) -> str:
+    """The --tensorflow_session_config_file to pass for `path`, as compose passes the project's file
+    to its servers: the project's own (SESSION_CONFIG_FILE) only where it exists, i.e. from a
+    checkout; "" for none. Any other file named must exist (ValueError)."""
+    if not path or (path == SESSION_CONFIG_FILE and not os.path.isfile(path)):
+        return ""
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file")
+    return path
+
+
 def setting(default, help: str = "", **metadata):
     """A field of a settings class: its default, its help text, and metadata (module docstring)."""
     return dataclasses.field(default=default, metadata={"help": help, **metadata})

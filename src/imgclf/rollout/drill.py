@@ -33,7 +33,7 @@ from imgclf.model_store import ModelStore, open_store
 from imgclf.polling import poll
 from imgclf.progress import track
 from imgclf.rollout.markers import DEFAULT_LABELS, marker_of, write_marker_model
-from imgclf.settings import DrillSettings, settings_parser
+from imgclf.settings import DrillSettings, session_config_file, settings_parser
 
 MODEL_NAME = contract.DEFAULT_MODEL_NAME
 # After a change first reaches traffic the old version is still being unloaded: requests this
@@ -245,13 +245,13 @@ def stage_markers(store: ModelStore, count: int, warmup: list[bytes], carry: str
 
 
 def session_config_args(path: str) -> list[str]:
-    """The drill's server reads the sessions' ConfigProto as compose's serving does; the default
-    file is skipped where it is absent (outside a checkout), a named one must exist."""
-    if not path or (path == DrillSettings().session_config and not Path(path).is_file()):
-        return []
-    if not Path(path).is_file():
-        raise ValueError(f"--session-config {path}: no such file")
-    return [f"--tensorflow_session_config_file={path}"]
+    """The drill's server reads the sessions' ConfigProto as compose's serving does
+    (settings.session_config_file: the default file where present, a named one must exist)."""
+    try:
+        found = session_config_file(path)
+    except ValueError as error:
+        raise ValueError(f"--session-config {error}") from None
+    return [f"--tensorflow_session_config_file={found}"] if found else []
 
 
 def run_drill(settings: DrillSettings, say=print) -> Figures:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from imgclf.serving import allocator
 from imgclf.serving.flags import add_model_server_flags
-from imgclf.settings import ServeSettings
+from imgclf.settings import ServeSettings, session_config_file
 
 log = logging.getLogger("imgclf.serve")
 
@@ -91,8 +91,8 @@ def apply_make_defaults(args: argparse.Namespace) -> None:
         args.model_name = defaults.model_name if args.models else "default"
     if explicit:
         return
-    if not args.tensorflow_session_config_file and Path(defaults.session_config).is_file():
-        args.tensorflow_session_config_file = defaults.session_config
+    if not args.tensorflow_session_config_file:
+        args.tensorflow_session_config_file = session_config_file(defaults.session_config)
     if config_lists_model(args.models_config, args.model_name, args.models):
         args.model_config_file = args.models_config
         if not args.model_config_file_poll_wait_seconds:
