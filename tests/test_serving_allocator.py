@@ -52,3 +52,13 @@ def test_the_live_server_runs_under_the_allocator_chosen(tmp_path, choice):
         assert ("libjemalloc" in mapped_libraries(pid)) == (choice == "auto")
         assert f"Memory allocator: {in_use}" in server.log_path.read_text()
         assert server.process.poll() is None
+
+
+def test_a_preload_the_loader_cannot_honour_is_reported_as_the_system_allocator(tmp_path, monkeypatch):
+    """LD_PRELOAD naming a jemalloc that is not there: no re-execution loop, and the log says what
+    the process really allocates with."""
+    export_toy_model(tmp_path, 1)
+    monkeypatch.setenv("LD_PRELOAD", "libjemalloc-not-installed.so.9")
+    with LocalServer(tmp_path, "toy") as server:
+        assert "libjemalloc" not in mapped_libraries(server.process.pid)
+        assert "Memory allocator: system" in server.log_path.read_text()

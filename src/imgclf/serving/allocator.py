@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes.util
 import os
 import sys
+from pathlib import Path
 from typing import Mapping
 
 AUTO, JEMALLOC, SYSTEM = "auto", "jemalloc", "system"
@@ -30,8 +31,9 @@ class AllocatorError(RuntimeError):
 
 
 def find_jemalloc() -> str | None:
-    """The jemalloc library's name as the dynamic loader finds it (libjemalloc.so.2), or None."""
-    return ctypes.util.find_library("jemalloc")
+    """The jemalloc library's name as the dynamic loader finds it (libjemalloc.so.2), or None;
+    None off Linux, where LD_PRELOAD is not how a library is preloaded."""
+    return ctypes.util.find_library("jemalloc") if sys.platform.startswith("linux") else None
 
 
 def preloaded(environ: Mapping[str, str]) -> bool:
@@ -65,5 +67,10 @@ def reexecute_with(choice: str) -> None:
 
 
 def in_use() -> str:
-    """What this process allocates with, for the startup log."""
-    return JEMALLOC if preloaded(os.environ) else SYSTEM
+    """What this process allocates with, for the startup log: jemalloc when it is mapped (a
+    preload the dynamic loader could not honour leaves LD_PRELOAD set and the library out)."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return JEMALLOC if preloaded(os.environ) else SYSTEM
+    return JEMALLOC if "libjemalloc" in maps else SYSTEM
