@@ -489,17 +489,27 @@ def test_content_length_checks():
     assert body_problem(HTTPHeaders({}), 100) is None
 
 
+class Stream:
+    """A connection as the connection table sees it."""
+
+    closed = False
+
+    def close(self):
+        self.closed = True
+
+
+def full_table_of_three():
+    """A ConnectionTable of 3 and its clock (now[0], seconds), 1 s before a connection may go."""
+    from imgclf.serving.http_server import ConnectionTable
+
+    now = [0.0]
+    return ConnectionTable(limit=3, min_age=1.0, clock=lambda: now[0]), now
+
+
 def test_a_full_connection_table_closes_the_longest_idle_old_enough_connection():
     from imgclf.serving.http_server import ConnectionTable
 
-    class Stream:
-        closed = False
-
-        def close(self):
-            self.closed = True
-
-    now = [0.0]
-    table = ConnectionTable(limit=3, min_age=1.0, clock=lambda: now[0])
+    table, now = full_table_of_three()
     idle, busy, receiving = Stream(), Stream(), Stream()
     for stream in (idle, busy, receiving):
         table.add(stream)
@@ -515,6 +525,30 @@ def test_a_full_connection_table_closes_the_longest_idle_old_enough_connection()
     now[0] = 10.0
     assert table.make_room(), "the newest idle one, once old enough"
     assert not busy.closed, "a request in the model is never cut off"
+
+
+def test_a_full_table_closes_a_client_it_has_answered_only_after_every_other_candidate():
+    """A keep-alive client that has been answered and sits idle longer than the flood's silent
+    connections (a slow client on a loaded machine) keeps its connection while others can go."""
+    from imgclf.serving.http_server import ConnectionTable
+
+    table, now = full_table_of_three()
+    client, silent, slow_body = Stream(), Stream(), Stream()
+    table.add(client)
+    table.set(client, ConnectionTable.RECEIVING)
+    table.set(client, ConnectionTable.WORKING)
+    table.set(client, ConnectionTable.IDLE)          # answered, now idle the longest of all
+    now[0] = 1.0
+    table.add(silent)
+    table.add(slow_body)
+    table.set(slow_body, ConnectionTable.RECEIVING)
+    now[0] = 3.0
+    assert table.make_room() and silent.closed and not client.closed
+    table.add(Stream())
+    assert table.make_room() and slow_body.closed and not client.closed
+    table.add(Stream())
+    now[0] = 3.5                                     # the two newcomers are under a second old
+    assert table.make_room() and client.closed, "answered connections go last, not never"
 
 
 def test_reload_base_paths_must_stay_under_the_model_roots(tmp_path):

@@ -5,9 +5,11 @@ of --rest_api_num_threads, http_server.cc); see docs/serving.md for why tornado 
 
 What this file adds to tornado is the server's limits (flags in flags.py):
 - at most --rest_api_max_connections connections; when full, the connection that has been idle
-  longest (keep-alive, or still sending its headers), else the one that has been sending its body
-  longest, is closed to make room, as nginx reuses its idle connections (a flood of idle or slow
-  connections can then delay, never lock out, a client that is sending requests);
+  longest without ever being answered (silent, or still sending its first headers), else the one
+  that has been sending its body longest, else the keep-alive connection idle longest, is closed
+  to make room, as nginx reuses its idle connections (a flood of idle or slow connections can then
+  delay, never lock out, a client that is sending requests, even one slower than a second between
+  requests on a loaded machine);
 - request headers and idle keep-alive connections time out after --rest_api_idle_timeout_in_ms,
   bodies after --rest_api_body_timeout_in_ms;
 - a body larger than --rest_api_max_body_bytes is refused with 413 as soon as that is known
@@ -70,6 +72,7 @@ class ConnectionTable:
     def __init__(self, limit: int, min_age: float = MIN_EVICTION_AGE_SECONDS, clock=time.monotonic):
         self.limit, self.min_age, self._clock = limit, min_age, clock
         self._states: OrderedDict = OrderedDict()     # stream -> (state, since)
+        self._answered: set = set()                   # streams that have had a reply
         self.evicted = 0
         self.refused = 0
 
@@ -81,26 +84,30 @@ class ConnectionTable:
 
     def set(self, stream, state: str) -> None:
         if stream in self._states:
+            if state == self.IDLE:          # back to idle: its request was answered
+                self._answered.add(stream)
             self._states[stream] = (state, self._clock())
             self._states.move_to_end(stream)
 
     def remove(self, stream) -> None:
         self._states.pop(stream, None)
+        self._answered.discard(stream)
 
     def make_room(self) -> bool:
         """True when a new connection may be served: below the limit, or a connection closed to
-        make room, the one idle longest (keep-alive, or still sending its headers), else the one
-        sending its body longest, if that has lasted min_age. Otherwise False, and the new
-        connection is to be closed: evicting younger ones would let a flood that reconnects at
-        once spin the event loop on connections instead of serving requests."""
+        make room, if its state has lasted min_age: the one idle longest that was never answered
+        (silent, or still sending its first headers), else the one sending its body longest, else
+        the keep-alive connection idle longest. Otherwise False, and the new connection is to be
+        closed: evicting younger ones would let a flood that reconnects at once spin the event
+        loop on connections instead of serving requests."""
         if len(self._states) < self.limit:
             return True
         oldest_allowed = self._clock() - self.min_age
-        for wanted in (self.IDLE, self.RECEIVING):
+        for wanted, answered in ((self.IDLE, False), (self.RECEIVING, None), (self.IDLE, True)):
             for stream, (state, since) in self._states.items():
                 if since > oldest_allowed:
                     break                  # ordered by last change: the rest are younger still
-                if state == wanted:
+                if state == wanted and answered in (None, stream in self._answered):
                     self.remove(stream)
                     stream.close()
                     self.evicted += 1
