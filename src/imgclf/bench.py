@@ -48,6 +48,7 @@ from imgclf.settings import (
     DrillSettings,
     TrainSettings,
     ValidateSettings,
+    session_config_file,
     settings_parser,
 )
 
@@ -317,7 +318,7 @@ def measure_serving(trained, serving_dir: Path, count: int, sweep: list[tuple], 
 
 # --- 4. rollout --------------------------------------------------------------------------------
 def measure_rollout(trained, publishes: int, quick: bool) -> dict:
-    from imgclf.rollout.drill import run_drill, session_config_args
+    from imgclf.rollout.drill import run_drill
 
     settings = DrillSettings(publishes=publishes, rollbacks=min(1, publishes - 1), model=str(trained.version_dir),
                              steady_seconds=1.0 if quick else DRILL_STEADY_SECONDS)
@@ -326,7 +327,7 @@ def measure_rollout(trained, publishes: int, quick: bool) -> dict:
     if not figures.passed or not answered or not figures.p99_swap_ms or not figures.p99_steady_ms:
         raise RuntimeError(f"the rollout drill did not pass: {dataclasses.asdict(figures)}")
     return {**dataclasses.asdict(figures), "poll_seconds": settings.poll_seconds,
-            "session_config": settings.session_config if session_config_args(settings.session_config) else "",
+            "session_config": session_config_file(settings.session_config),
             "publish_to_answer_median_s": statistics.median(answered),
             "publish_to_answer_max_s": max(answered), "p99_ratio": figures.p99_swap_ms / figures.p99_steady_ms}
 

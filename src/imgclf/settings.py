@@ -34,6 +34,8 @@ SCRATCH_MODULE = "scratch"   # the small built-in backbone trained from scratch 
 # How PDFs become page images everywhere (make pages, train, validate): Ghostscript + ImageMagick 6,
 # the original tool's own programs (docs/pdfs.md has the measurements behind the choice).
 DEFAULT_PDF_RENDERER = "imagemagick"
+# The local server's memory allocators (serving/allocator.py): auto = jemalloc where installed.
+ALLOCATORS = ("auto", "jemalloc", "system")
 # The ConfigProto of the serving sessions that compose passes to both servers (serving/session.config).
 SESSION_CONFIG_FILE = "serving/session.config"
 
@@ -242,7 +244,7 @@ class ServeSettings:
                                   "given", flag=None)
     allocator: str = setting("auto", "the local server's memory allocator: jemalloc where installed (auto), "
                              "jemalloc (required), or system (glibc's malloc); see serving/allocator.py",
-                             choices=("auto", "jemalloc", "system"), flag="--allocator")
+                             choices=ALLOCATORS, flag="--allocator")
 
 
 @dataclass
@@ -649,6 +651,13 @@ def add_settings_flags(parser, settings_class, command: str | None = None, omit_
         if knob.boolean and not knob.meta.get("switch"):
             parser.add_argument("--no-" + knob.flag[2:], dest=knob.name, action="store_const", const=False,
                                 default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def add_setting_flag(parser, settings_class, name: str) -> None:
+    """The flag of one field of a settings class, made as add_settings_flags makes it, for a command
+    line that declares its other flags itself."""
+    knob = next(k for k in knobs(settings_class) if k.name == name)
+    parser.add_argument(knob.flag, **_flag_options(knob, omit_unset=False))
 
 
 def settings_parser(settings_class, command: str, description: str, settings_command: str | None = None,

@@ -19,8 +19,9 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
-AUTO, JEMALLOC, SYSTEM = "auto", "jemalloc", "system"
-CHOICES = (AUTO, JEMALLOC, SYSTEM)
+from imgclf.settings import ALLOCATORS as CHOICES
+
+AUTO, JEMALLOC, SYSTEM = CHOICES
 # Unused memory goes back to the system from jemalloc's own thread, also while the server is
 # idle (by default only as later allocations happen): RSS returns to its level after a burst.
 DEFAULT_CONF = "background_thread:true"

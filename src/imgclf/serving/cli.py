@@ -18,7 +18,7 @@ from pathlib import Path
 
 from imgclf.serving import allocator
 from imgclf.serving.flags import add_model_server_flags
-from imgclf.settings import ServeSettings, session_config_file
+from imgclf.settings import ServeSettings, add_setting_flag, session_config_file
 
 log = logging.getLogger("imgclf.serve")
 
@@ -39,10 +39,7 @@ def build_parser(command: str = "serve") -> argparse.ArgumentParser:
                               default=defaults.models_config,
                               help="MODELS_CONFIG: used when neither --model_base_path nor --model_config_file "
                                    "is given and it lists the model (default %(default)s)")
-    conveniences.add_argument("--allocator", default=defaults.allocator, choices=allocator.CHOICES,
-                              help="ALLOCATOR: the local server's memory allocator: jemalloc where installed "
-                                   "(auto: faster version swaps), jemalloc (required) or system "
-                                   "(default %(default)s)")
+    add_setting_flag(conveniences, ServeSettings, "allocator")
     add_model_server_flags(parser)
     # The REST port defaults to 8501 as in the official image's entrypoint; the model name is
     # decided in main() (image_classifier with --models, else tensorflow_model_server's "default").
