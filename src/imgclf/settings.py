@@ -269,6 +269,9 @@ class ServerLimits:
     grpc_max_concurrent_rpcs: int = 256            # calls running or queued: else RESOURCE_EXHAUSTED
     reload_model_roots: str = ""                   # extra folders (comma-separated) that the reload
                                                    #   RPC may point base paths into; "/" = anywhere
+    model_load_nice: int = 2                       # a new version loads and warms up this much nicer
+                                                   #   than requests run (Linux): serving gets the
+                                                   #   CPU first; 0 = same priority
 
 
 @dataclass

@@ -16,6 +16,7 @@ from imgclf.serving.errors import ServingError
 from imgclf.serving.flags import server_limits
 from imgclf.serving.metrics import ServingMetrics
 from imgclf.serving.server import ModelGate, ModelServer, make_loader
+from imgclf.serving.session import start_thread_pools
 from imgclf.serving.versions import ServerCore
 
 FILES_KEPT_FOR_MODELS = 512      # open files left for models, logs and gRPC beside REST connections
@@ -108,8 +109,10 @@ class LocalModelServer:
         self.prometheus = config_files.read_monitoring_config(args.monitoring_config_file)
         self.metrics = ServingMetrics() if self.prometheus.enabled else None
         tags = tuple(t for t in args.saved_model_tags.split(",") if t)
+        self.session_config = session_config(args)
         loader = make_loader(batching, enable_warmup=args.enable_model_warmup, tags=tags,
-                             run_batch_size=self.limits.model_run_batch_size, session_config=session_config(args))
+                             run_batch_size=self.limits.model_run_batch_size, session_config=self.session_config,
+                             load_nice=self.limits.model_load_nice)
         self.core = ServerCore(specs, loader, poll_seconds=args.file_system_poll_wait_seconds,
                                reload_config=self._read_config_file if args.model_config_file else None,
                                config_poll_seconds=args.model_config_file_poll_wait_seconds)
@@ -134,6 +137,7 @@ class LocalModelServer:
         before, after = raise_open_file_limit()
         if after != before:
             log.info("Raised the open-file limit from %d to %d (the hard limit)", before, after)
+        start_thread_pools(self.session_config)   # at the server's priority, before any load
         self._load_first_versions()
         self.core.start()
         if self.args.port:

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from contextlib import contextmanager
+from functools import partial
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -17,6 +18,7 @@ from imgclf.serving.batching import BatchingServable
 from imgclf.serving.config import BatchingSettings
 from imgclf.serving.errors import ServingError, from_exception, invalid_argument
 from imgclf.serving.metrics import ServingMetrics
+from imgclf.serving.priority import call_niced, thread_nice
 from imgclf.serving.servable import Servable
 from imgclf.serving.versions import ServerCore
 from imgclf.serving.warmup import replay_warmup
@@ -26,20 +28,22 @@ log = logging.getLogger(__name__)
 
 
 def make_loader(batching: BatchingSettings | None = None, enable_warmup: bool = True, tags=("serve",),
-                run_batch_size: int = 0, session_config=None):
+                run_batch_size: int = 0, session_config=None, load_nice: int = 0):
     """(name, version, path) -> a loaded, warmed-up servable (batching-wrapped when asked).
-    `session_config`: the ConfigProto every version's session gets (thread pools)."""
+    `session_config`: the ConfigProto every version's session gets (thread pools). `load_nice`:
+    how much nicer than the caller the load and the warmup run (priority.py); a batching wrapper's
+    threads are made at the caller's priority, and with them the warmup runs on them."""
 
     def load(name: str, version: int, path):
-        started, started_cpu = time.monotonic(), time.thread_time()
-        servable = Servable.load(name, version, path, tags=tags, run_batch_size=run_batch_size, session_config=session_config)
-        loaded, loaded_cpu = time.monotonic(), time.thread_time()
+        load_version = partial(Servable.load, name, version, path, tags=tags, run_batch_size=run_batch_size,
+                               session_config=session_config)
+        servable, load_time = call_niced(load_nice, timed, load_version, name="version-load")
         if batching is not None:
             servable = BatchingServable(servable, batching)
-        records = 0
+        records, warmup_time = 0, (0.0, 0.0, 0)
         if enable_warmup:
             try:
-                records = replay_warmup(servable, path)
+                records, warmup_time = call_niced(load_nice, timed, replay_warmup, servable, path, name="version-warmup")
             except BaseException:
                 getattr(servable, "close", lambda: None)()   # a batching wrapper's threads
                 raise
@@ -47,11 +51,18 @@ def make_loader(batching: BatchingSettings | None = None, enable_warmup: bool = 
         # cores. The loading thread's CPU time beside the wall time shows the share it got (the
         # graph's first optimization runs on this thread; the warmup's kernels on TF's pools).
         log.info("Version %d of %s: loaded in %.2f s (%.2f CPU-s), %d warmup records replayed in %.2f s "
-                 "(%.2f CPU-s on this thread)", version, name, loaded - started, loaded_cpu - started_cpu, records,
-                 time.monotonic() - loaded, time.thread_time() - loaded_cpu)
+                 "(%.2f CPU-s on this thread), at nice %d", version, name, *load_time[:2], records, *warmup_time[:2],
+                 load_time[2])
         return servable
 
     return load
+
+
+def timed(function, *args):
+    """(function(*args), (wall seconds, CPU seconds of this thread, its nice value))."""
+    started, started_cpu = time.monotonic(), time.thread_time()
+    value = function(*args)
+    return value, (time.monotonic() - started, time.thread_time() - started_cpu, thread_nice())
 
 
 class ModelGate:

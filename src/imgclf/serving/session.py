@@ -17,7 +17,6 @@ The C API is TensorFlow's stable one, exported by the `libtensorflow_cc` library
 from __future__ import annotations
 
 import ctypes
-import os
 import threading
 import weakref
 from functools import lru_cache
@@ -27,6 +26,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from imgclf.serving.errors import ServingError, invalid_argument, tf_code_name
+from imgclf.serving.priority import MAX_NICE, lower_this_thread
 
 # sizeof(TF_TString) (tensorflow/tsl/platform/ctstring_internal.h): a 24-byte union on every platform.
 TSTRING_BYTES = 24
@@ -56,7 +56,7 @@ _FUNCTIONS = {
     "TF_SessionRun": (None, [_p, _BUFFER, ctypes.POINTER(TF_Output), ctypes.POINTER(_p), ctypes.c_int,
                              ctypes.POINTER(TF_Output), ctypes.POINTER(_p), ctypes.c_int,
                              ctypes.POINTER(_p), ctypes.c_int, _BUFFER, _p]),
-    "TF_CloseSession": (None, [_p, _p]), "TF_DeleteSession": (None, [_p, _p]),
+    "TF_NewSession": (_p, [_p, _p, _p]), "TF_CloseSession": (None, [_p, _p]), "TF_DeleteSession": (None, [_p, _p]),
     "TF_AllocateTensor": (_p, [ctypes.c_int, ctypes.POINTER(ctypes.c_int64), ctypes.c_int, ctypes.c_size_t]),
     "TF_DeleteTensor": (None, [_p]), "TF_TensorData": (_p, [_p]), "TF_TensorType": (ctypes.c_int, [_p]),
     "TF_NumDims": (ctypes.c_int, [_p]), "TF_Dim": (ctypes.c_int64, [_p, ctypes.c_int]),
@@ -150,6 +150,41 @@ def tensor_to_numpy(tensor: int) -> np.ndarray:
 
 
 # --- the session -------------------------------------------------------------------------------
+def _session_options(config):
+    """TF_SessionOptions holding `config` (a ConfigProto; None = TensorFlow's defaults)."""
+    lib = c_api()
+    options = lib.TF_NewSessionOptions()
+    if config is not None:
+        blob = config.SerializeToString()
+        try:
+            with _Status() as status:
+                lib.TF_SetConfig(options, blob, len(blob), status)
+        except BaseException:
+            lib.TF_DeleteSessionOptions(options)
+            raise
+    return options
+
+
+def start_thread_pools(config=None) -> None:
+    """Create TensorFlow's process-wide thread pools (inter-op, and the CPU device's intra-op pool)
+    now, on the calling thread, sized by `config` as every later session is. TensorFlow creates them
+    with the first session, and threads inherit their creator's priority: a server whose first
+    session is made by a version loading at a lower priority (priority.py) would run every request
+    at that priority. An empty session makes them."""
+    lib = c_api()
+    graph = lib.TF_NewGraph()
+    options = _session_options(config)
+    try:
+        with _Status() as status:
+            session = lib.TF_NewSession(graph, options, status)
+        _delete_session(session, graph)
+    except BaseException:
+        lib.TF_DeleteGraph(graph)
+        raise
+    finally:
+        lib.TF_DeleteSessionOptions(options)
+
+
 class SavedModelSession:
     """A loaded SavedModel: its graph and session, closed when the last reference goes (requests
     still running on it keep it alive). Safe to run from many threads at once."""
@@ -157,14 +192,10 @@ class SavedModelSession:
     def __init__(self, export_dir: str | Path, tags: Sequence[str], config=None):
         """`config`: a ConfigProto for the session (thread pools); None = TensorFlow's defaults."""
         lib = c_api()
-        options = lib.TF_NewSessionOptions()
+        options = _session_options(config)
         self._graph = lib.TF_NewGraph()
         tag_array = (ctypes.c_char_p * len(tags))(*[tag.encode() for tag in tags])
         try:
-            if config is not None:
-                blob = config.SerializeToString()
-                with _Status() as status:
-                    lib.TF_SetConfig(options, blob, len(blob), status)
             with _Status() as status:
                 self._session = lib.TF_LoadSessionFromSavedModel(
                     options, None, str(export_dir).encode(), tag_array, len(tags), self._graph, None, status)
@@ -217,12 +248,9 @@ def _retire(session: int, graph: int) -> None:
 
 
 def _delete_in_background(session: int, graph: int) -> None:
-    """At the lowest priority (nice 19, this thread only; raising it needs no privilege): freeing an
-    old version's memory waits for CPU that requests leave."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except (AttributeError, OSError):      # not Linux: the thread keeps the process's priority
-        pass
+    """At the lowest priority (nice 19, this thread only): freeing an old version's memory waits for
+    CPU that requests leave."""
+    lower_this_thread(MAX_NICE)
     _delete_session(session, graph)
 
 
