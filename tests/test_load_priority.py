@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import requests
 
 from imgclf.polling import poll
 from imgclf.serving import LocalServer
-from imgclf.serving.priority import MAX_NICE, call_niced, thread_nice
+from imgclf.serving.priority import MAX_NICE, niced_call, niced_calls, thread_nice
 from serving_models import export_toy_model
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
@@ -24,23 +25,41 @@ def nice_and_thread() -> tuple[int, int]:
     return thread_nice(), threading.get_native_id()
 
 
+def burn(seconds: float) -> float:
+    started = time.thread_time()
+    while time.thread_time() - started < seconds:
+        pass
+    return seconds
+
+
 @linux_only
-def test_work_runs_nicer_on_a_thread_of_its_own_and_the_caller_keeps_its_priority():
+def test_niced_calls_run_on_threads_of_their_own_and_the_caller_keeps_its_priority():
     before = thread_nice()
-    nice, thread = call_niced(3, nice_and_thread)
-    assert nice == min(MAX_NICE, before + 3) and thread != threading.get_native_id()
+    with niced_calls(3) as calls:
+        nice, thread = niced_call(nice_and_thread)
+        niced_call(burn, 0.05)
+    assert nice == min(MAX_NICE, before + 3) == calls.nice and thread != threading.get_native_id()
+    assert calls.cpu_seconds >= 0.05
     assert thread_nice() == before
-    assert call_niced(MAX_NICE + 5, thread_nice) == MAX_NICE
+    with niced_calls(MAX_NICE + 5):
+        assert niced_call(thread_nice) == MAX_NICE
 
 
-def test_no_nice_runs_here_and_failures_reach_the_caller():
-    assert call_niced(0, nice_and_thread) == (thread_nice(), threading.get_native_id())
+def test_outside_niced_calls_or_at_zero_a_call_runs_here_and_failures_reach_the_caller():
+    here = (thread_nice(), threading.get_native_id())
+    assert niced_call(nice_and_thread) == here
+    with niced_calls(0):
+        assert niced_call(nice_and_thread) == here
+    with niced_calls(2):
+        with niced_calls(0):
+            assert niced_call(nice_and_thread) == here
+        assert niced_call(nice_and_thread)[1] != here[1]      # the outer request again
 
     def fail():
         raise ValueError("the export is broken")
 
-    with pytest.raises(ValueError, match="the export is broken"):
-        call_niced(2, fail)
+    with niced_calls(2), pytest.raises(ValueError, match="the export is broken"):
+        niced_call(fail)
 
 
 def nice_by_thread(pid: int) -> dict[int, int]:
@@ -73,7 +92,7 @@ def test_the_live_server_loads_every_version_nicer_and_serves_at_its_own_priorit
         assert poll(lambda: answer(server) == 2.0 or None, 60, 0.1), "version 2 never answered"
         pid = server.process.pid
         own = nice_by_thread(pid)[pid]            # the server's priority (its main thread's)
-        loads = re.findall(r"Version (\d+) of toy: loaded .*, [1-9]\d* warmup records replayed .*, at nice (\d+)$",
+        loads = re.findall(r"Version (\d+) of toy: loaded .*, [1-9]\d* warmup records replayed .* on the loading threads\), at nice (\d+)$",
                            server.log_path.read_text(), re.MULTILINE)
         assert loads == [("1", str(min(MAX_NICE, own + 5))), ("2", str(min(MAX_NICE, own + 5)))]
         # The first session made TensorFlow's pools; they, the HTTP and gRPC threads and the

@@ -1,18 +1,23 @@
-"""Work that must not take the CPU from requests: run at a lower priority (a higher nice value) on a
-thread of its own, so that the rest of the server keeps its priority.
+"""Work that must not take the CPU from requests: calls into TensorFlow's C API made at a lower
+priority (a higher nice value), each on a thread of its own, while the Python around them stays on
+the caller's thread at the caller's priority.
 
 Linux gives every thread its own nice value (setpriority on a thread id); raising it needs no
-privilege, lowering it back does (CAP_SYS_NICE), hence a fresh thread for each piece of work
-rather than a long-lived thread that changes its mind. Threads the work creates inherit its nice
-value, so a caller must create long-lived threads (TensorFlow's pools: session.start_thread_pools)
-before. Elsewhere (no per-thread nice) the work runs at the process's priority.
+privilege, lowering it back does (CAP_SYS_NICE), hence a fresh thread for each call. Only calls
+that release the interpreter lock belong there (ctypes calls into C): a thread at a low priority
+that holds the lock and is not scheduled stalls every other Python thread of the server with it.
+Threads created during such a call inherit its nice value, so long-lived threads (TensorFlow's
+pools: session.start_thread_pools) must exist before. Elsewhere than Linux calls run as they are.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from typing import Callable, TypeVar
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, TypeVar
 
 MAX_NICE = 19
 T = TypeVar("T")
@@ -37,21 +42,51 @@ def lower_this_thread(by: int) -> None:
         pass
 
 
-def call_niced(by: int, function: Callable[..., T], *args, name: str = "niced") -> T:
-    """`function(*args)` on a new thread whose nice value is `by` above the caller's; waits for it
-    and returns its result or raises its exception. `by` <= 0 calls it here."""
-    if by <= 0:
+@dataclass
+class NicedCalls:
+    """What `niced_calls` asked for, and what its calls took: CPU seconds on their threads and
+    the nice value they ran at."""
+
+    by: int
+    cpu_seconds: float = 0.0
+    nice: int | None = None
+
+
+_current = threading.local()
+
+
+@contextmanager
+def niced_calls(by: int) -> Iterator[NicedCalls]:
+    """Within it, `niced_call`s made by this thread run `by` nicer than it (0: as they are)."""
+    previous = getattr(_current, "calls", None)
+    _current.calls = calls = NicedCalls(by)
+    try:
+        yield calls
+    finally:
+        _current.calls = previous
+
+
+def niced_call(function: Callable[..., T], *args) -> T:
+    """`function(*args)` at the priority the calling thread asked for with `niced_calls`: on a new
+    thread, waited for, its result returned or its exception raised here; with none asked for,
+    called here."""
+    calls = getattr(_current, "calls", None)
+    if calls is None or calls.by <= 0:
         return function(*args)
     outcome: dict[str, object] = {}
 
     def work() -> None:
-        lower_this_thread(by)
+        lower_this_thread(calls.by)
+        started = time.thread_time()
         try:
             outcome["value"] = function(*args)
         except BaseException as error:      # re-raised on the caller's thread
             outcome["error"] = error
+        finally:
+            calls.cpu_seconds += time.thread_time() - started
+            calls.nice = thread_nice()
 
-    thread = threading.Thread(target=work, name=name, daemon=True)
+    thread = threading.Thread(target=work, name="niced-call", daemon=True)
     thread.start()
     thread.join()
     if "error" in outcome:

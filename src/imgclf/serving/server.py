@@ -8,7 +8,6 @@ import logging
 import threading
 import time
 from contextlib import contextmanager
-from functools import partial
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -18,7 +17,7 @@ from imgclf.serving.batching import BatchingServable
 from imgclf.serving.config import BatchingSettings
 from imgclf.serving.errors import ServingError, from_exception, invalid_argument
 from imgclf.serving.metrics import ServingMetrics
-from imgclf.serving.priority import call_niced, thread_nice
+from imgclf.serving.priority import NicedCalls, niced_calls, thread_nice
 from imgclf.serving.servable import Servable
 from imgclf.serving.versions import ServerCore
 from imgclf.serving.warmup import replay_warmup
@@ -31,38 +30,40 @@ def make_loader(batching: BatchingSettings | None = None, enable_warmup: bool = 
                 run_batch_size: int = 0, session_config=None, load_nice: int = 0):
     """(name, version, path) -> a loaded, warmed-up servable (batching-wrapped when asked).
     `session_config`: the ConfigProto every version's session gets (thread pools). `load_nice`:
-    how much nicer than the caller the load and the warmup run (priority.py); a batching wrapper's
-    threads are made at the caller's priority, and with them the warmup runs on them."""
+    how much nicer than the serving threads TensorFlow loads the version and runs its warmup
+    (priority.py; with batching, the warmup runs on the batch threads, at their priority)."""
 
     def load(name: str, version: int, path):
-        load_version = partial(Servable.load, name, version, path, tags=tags, run_batch_size=run_batch_size,
-                               session_config=session_config)
-        servable, load_time = call_niced(load_nice, timed, load_version, name="version-load")
+        with niced_calls(load_nice) as loading:
+            servable, load_time = timed(loading, Servable.load, name, version, path, tags=tags,
+                                        run_batch_size=run_batch_size, session_config=session_config)
         if batching is not None:
             servable = BatchingServable(servable, batching)
-        records, warmup_time = 0, (0.0, 0.0, 0)
+        records, warmup_time = 0, (0.0, 0.0)
         if enable_warmup:
             try:
-                records, warmup_time = call_niced(load_nice, timed, replay_warmup, servable, path, name="version-warmup")
+                with niced_calls(load_nice) as warming:
+                    records, warmup_time = timed(warming, replay_warmup, servable, path)
             except BaseException:
                 getattr(servable, "close", lambda: None)()   # a batching wrapper's threads
                 raise
         # Where a swap's time goes (rename -> answering): both parts compete with serving for the
-        # cores. The loading thread's CPU time beside the wall time shows the share it got (the
-        # graph's first optimization runs on this thread; the warmup's kernels on TF's pools).
+        # cores. The loading threads' CPU time beside the wall time shows the share they got (the
+        # graph's first optimization runs on the thread of the first run; the warmup's kernels
+        # on TF's pools).
         log.info("Version %d of %s: loaded in %.2f s (%.2f CPU-s), %d warmup records replayed in %.2f s "
-                 "(%.2f CPU-s on this thread), at nice %d", version, name, *load_time[:2], records, *warmup_time[:2],
-                 load_time[2])
+                 "(%.2f CPU-s on the loading threads), at nice %d", version, name, *load_time, records,
+                 *warmup_time, loading.nice if loading.nice is not None else thread_nice())
         return servable
 
     return load
 
 
-def timed(function, *args):
-    """(function(*args), (wall seconds, CPU seconds of this thread, its nice value))."""
+def timed(calls: NicedCalls, function, *args, **kwargs):
+    """(function(*args, **kwargs), (wall seconds, CPU seconds of this thread and of its niced calls))."""
     started, started_cpu = time.monotonic(), time.thread_time()
-    value = function(*args)
-    return value, (time.monotonic() - started, time.thread_time() - started_cpu, thread_nice())
+    value = function(*args, **kwargs)
+    return value, (time.monotonic() - started, time.thread_time() - started_cpu + calls.cpu_seconds)
 
 
 class ModelGate:

@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from imgclf.serving.errors import ServingError, invalid_argument, tf_code_name
-from imgclf.serving.priority import MAX_NICE, lower_this_thread
+from imgclf.serving.priority import MAX_NICE, lower_this_thread, niced_call
 
 # sizeof(TF_TString) (tensorflow/tsl/platform/ctstring_internal.h): a 24-byte union on every platform.
 TSTRING_BYTES = 24
@@ -197,8 +197,8 @@ class SavedModelSession:
         tag_array = (ctypes.c_char_p * len(tags))(*[tag.encode() for tag in tags])
         try:
             with _Status() as status:
-                self._session = lib.TF_LoadSessionFromSavedModel(
-                    options, None, str(export_dir).encode(), tag_array, len(tags), self._graph, None, status)
+                self._session = niced_call(lib.TF_LoadSessionFromSavedModel, options, None, str(export_dir).encode(),
+                                           tag_array, len(tags), self._graph, None, status)
         except BaseException:
             lib.TF_DeleteGraph(self._graph)
             raise
@@ -227,8 +227,8 @@ class SavedModelSession:
             for index, name in enumerate(names):
                 values[index] = new_tensor(*feeds[name])
             with _Status() as status:
-                lib.TF_SessionRun(self._session, None, inputs, values, len(names), outputs, results, len(fetches),
-                                  None, 0, None, status)
+                niced_call(lib.TF_SessionRun, self._session, None, inputs, values, len(names), outputs, results,
+                           len(fetches), None, 0, None, status)
             return [tensor_to_numpy(result) for result in results]
         finally:
             for tensor in list(values) + list(results):
