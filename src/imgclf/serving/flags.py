@@ -100,9 +100,9 @@ LIMIT_HELP = {
     "reload_model_roots": "Extra folders (comma-separated) that HandleReloadConfigRequest may point base "
                           "paths into, beside the folders holding the models the server started with; "
                           "'/' allows any path.",
-    "model_load_nice": "Nice value added to the thread that loads and warms up a new version (Linux), above "
-                       "that of the threads serving requests: while the cores are busy, requests get them "
-                       "first and the version takes longer to come in. 0 = the same priority.",
+    "model_load_nice": "How much nicer than the threads serving requests TensorFlow loads a new version and "
+                       "replays its warmup (Linux; threads of their own): while the cores are busy, requests "
+                       "get them first and the version takes longer to come in. 0 = the same priority.",
 }
 
 
