@@ -92,7 +92,7 @@ def test_the_live_server_loads_every_version_nicer_and_serves_at_its_own_priorit
         assert poll(lambda: answer(server) == 2.0 or None, 60, 0.1), "version 2 never answered"
         pid = server.process.pid
         own = nice_by_thread(pid)[pid]            # the server's priority (its main thread's)
-        loads = re.findall(r"Version (\d+) of toy: loaded .*, [1-9]\d* warmup records replayed .* on the loading threads\), at nice (\d+)$",
+        loads = re.findall(r"Version (\d+) of toy: (?:loaded|restored into a standby session) .*, [1-9]\d* warmup records replayed .* on the loading threads\), at nice (\d+)$",
                            server.log_path.read_text(), re.MULTILINE)
         assert loads == [("1", str(min(MAX_NICE, own + 5))), ("2", str(min(MAX_NICE, own + 5)))]
         # The first session made TensorFlow's pools; they, the HTTP and gRPC threads and the

@@ -14,7 +14,7 @@ from imgclf.serving import config as config_files
 from imgclf.serving import json_tensor
 from imgclf.serving.cli import build_parser
 from imgclf.serving.errors import ServingError
-from imgclf.serving.server import make_loader
+from imgclf.serving.server import VersionLoader
 from imgclf.serving.versions import ModelVersions, ServerCore
 from serving_models import export_toy_model, write_broken_version, write_warmup
 
@@ -190,7 +190,7 @@ def test_thread_flags_reach_every_versions_session_config(toy_versions):
     assert (config.intra_op_parallelism_threads, config.inter_op_parallelism_threads) == (3, 1)
     default = session_config(build_parser().parse_args([]))
     assert (default.intra_op_parallelism_threads, default.inter_op_parallelism_threads) == (0, 0)
-    loaded = make_loader(session_config=config)("toy", 2, toy_versions / "2")
+    loaded = VersionLoader(session_config=config)("toy", 2, toy_versions / "2")
     assert y_of(loaded) == 2.0
 
 
@@ -238,7 +238,7 @@ def test_latest_policy_swaps_and_falls_back_without_a_gap(toy_versions, tmp_path
     place(toy_versions, tmp_path, 1)
     (tmp_path / ".staging-9").mkdir()
     (tmp_path / "7.partial").mkdir()
-    model = ModelVersions(config_files.single_model_config("toy", tmp_path), make_loader())
+    model = ModelVersions(config_files.single_model_config("toy", tmp_path), VersionLoader())
     model.poll()
     held = model.resolve()
     assert held.version == 1 and sorted(model.states()) == [1]
@@ -255,7 +255,7 @@ def test_latest_policy_swaps_and_falls_back_without_a_gap(toy_versions, tmp_path
 
 def test_a_version_that_fails_to_load_keeps_the_previous_one_serving(toy_versions, tmp_path):
     place(toy_versions, tmp_path, 1)
-    model = ModelVersions(config_files.single_model_config("toy", tmp_path), make_loader())
+    model = ModelVersions(config_files.single_model_config("toy", tmp_path), VersionLoader())
     model.poll()
     write_broken_version(tmp_path, 5)
     model.poll()
@@ -272,7 +272,7 @@ def test_a_version_still_being_copied_is_retried_once_complete(toy_versions, tmp
     import shutil
 
     place(toy_versions, tmp_path, 1)
-    model = ModelVersions(config_files.single_model_config("toy", tmp_path), make_loader())
+    model = ModelVersions(config_files.single_model_config("toy", tmp_path), VersionLoader())
     model.poll()
     (tmp_path / "2").mkdir()          # a plain copy into a numeric name: the server sees it half-written
     shutil.copy(toy_versions / "2" / "saved_model.pb", tmp_path / "2")
@@ -292,7 +292,7 @@ def test_failed_warmup_fails_the_load(toy_versions, tmp_path):
     place(toy_versions, tmp_path, 1, 2)
     write_warmup(tmp_path / "1")
     model = ModelVersions(config_files.single_model_config("toy", tmp_path),
-                          make_loader())
+                          VersionLoader())
     # version 2 gets a warmup record the model cannot answer (unknown input name)
     request = predict_pb2.PredictRequest()
     request.inputs["nope"].CopyFrom(tf.make_tensor_proto([1.0]))
@@ -312,7 +312,7 @@ def test_a_truncated_warmup_file_fails_the_load_with_data_loss(toy_versions, tmp
     place(toy_versions, tmp_path, 1)
     warmup = write_warmup(tmp_path / "1")
     warmup.write_bytes(warmup.read_bytes()[:-7])      # the last record cut short, as by a full disk
-    model = ModelVersions(config_files.single_model_config("toy", tmp_path), make_loader())
+    model = ModelVersions(config_files.single_model_config("toy", tmp_path), VersionLoader())
     model.poll()
     state = model.states()[1]
     assert (state.state, state.error_code) == ("END", "DATA_LOSS"), state
@@ -327,7 +327,7 @@ def test_specific_policy_and_labels(toy_versions, tmp_path):
         f'model_config_list {{ config {{ name: "toy" base_path: "{tmp_path}" model_version_policy '
         f'{{ specific {{ versions: 1 versions: 2 }} }} version_labels {{ key: "stable" value: 1 }} '
         f'version_labels {{ key: "canary" value: 3 }} }} }}')[0]
-    model = ModelVersions(spec, make_loader())
+    model = ModelVersions(spec, VersionLoader())
     model.poll()
     assert model.serving_versions() == [1, 2]
     assert model.resolve(label="stable").version == 1
@@ -342,7 +342,7 @@ def test_core_reloads_config_and_reports_status(toy_versions, tmp_path):
 
     State = ModelVersionStatus.State
     place(toy_versions, tmp_path, 1, 2)
-    core = ServerCore([config_files.single_model_config("toy", tmp_path)], make_loader(), poll_seconds=0)
+    core = ServerCore([config_files.single_model_config("toy", tmp_path)], VersionLoader(), poll_seconds=0)
     core.load_initial()
     status = core.model_status("toy")
     assert [(s.version, State.Name(s.state)) for s in status.model_version_status] == [(2, "AVAILABLE")]
@@ -605,7 +605,7 @@ def test_a_dropped_session_is_deleted_on_a_thread_of_its_own(toy_versions, monke
         real_delete(session, graph)
 
     monkeypatch.setattr(sessions, "_delete_session", delete)
-    servable = make_loader()("toy", 1, toy_versions / "1")
+    servable = VersionLoader()("toy", 1, toy_versions / "1")
     assert servable.predict("", {"x": np.ones((1, 3), np.float32)})
     del servable
     for thread in [t for t in threading.enumerate() if t.name == "session-close"]:

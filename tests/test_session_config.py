@@ -16,7 +16,7 @@ from imgclf.serving.app import session_config, thread_counts
 from imgclf.serving.cli import apply_make_defaults, build_parser
 from imgclf.serving.config import ConfigError
 from imgclf.serving.errors import ServingError
-from imgclf.serving.server import make_loader
+from imgclf.serving.server import VersionLoader
 from imgclf.settings import SESSION_CONFIG_FILE, DrillSettings, ServeSettings
 from serving_models import export_checked_model, export_toy_model
 
@@ -55,9 +55,9 @@ def test_the_file_reaches_every_versions_session_and_thread_flags_override_it(ch
     assert config.graph_options.rewrite_options.debug_stripper == rewriter_config_pb2.RewriterConfig.ON
     assert (config.intra_op_parallelism_threads, config.inter_op_parallelism_threads) == (2, 2)
     with pytest.raises(ServingError, match="x must not be negative"):
-        make_loader()("checked", 1, checked / "1").predict("", NEGATIVE)
+        VersionLoader()("checked", 1, checked / "1").predict("", NEGATIVE)
     # Grappler, configured by the file, stripped the Assert from this session's graph.
-    stripped = make_loader(session_config=config)("checked", 1, checked / "1")
+    stripped = VersionLoader(session_config=config)("checked", 1, checked / "1")
     assert stripped.predict("", NEGATIVE)["y"].tolist() == [[-2.0, -2.0, -2.0]]
 
 
@@ -75,8 +75,8 @@ def test_the_projects_session_config_changes_no_answer(tmp_path):
     assert config.graph_options.rewrite_options.meta_optimizer_iterations == rewriter_config_pb2.RewriterConfig.ONE
     export_toy_model(tmp_path, 3)
     inputs = {"x": np.array([[1.5, -2.0, 0.25]], np.float32)}
-    plain = make_loader()("toy", 3, tmp_path / "3").predict("", inputs)
-    configured = make_loader(session_config=config)("toy", 3, tmp_path / "3").predict("", inputs)
+    plain = VersionLoader()("toy", 3, tmp_path / "3").predict("", inputs)
+    configured = VersionLoader(session_config=config)("toy", 3, tmp_path / "3").predict("", inputs)
     assert sorted(plain) == sorted(configured)
     for name in plain:
         assert np.array_equal(plain[name], configured[name]), name

@@ -93,3 +93,29 @@ def test_warmup_records_are_prediction_logs_of_real_images(trained_model, loaded
         assert tensor.shape == (1,) and tensor[0] in training_files
         # The server replays them: they must run through the signature.
         loaded.signatures[contract.SIGNATURE_NAME](**{contract.INPUT_NAME: tf.constant(tensor)})
+
+
+def test_a_retrain_on_other_images_exports_the_same_program_with_other_variables(trained_model, tmp_path):
+    """What the local server's standby sessions need (serving/standby.py): everything a retrain
+    fits (weights, the calibration temperature) is a variable, so its export differs from the
+    previous one only in the checkpoint, and the server restores it into a warm session."""
+    import shutil
+
+    from imgclf.rollout.training import train_and_publish
+    from imgclf.serving.program import program_key
+    from imgclf.serving.servable import read_meta_graph
+    from imgclf.settings import TrainSettings
+
+    data = tmp_path / "data"
+    for folder in sorted(p for p in trained_model.data_dir.iterdir() if p.is_dir()):
+        (data / folder.name).mkdir(parents=True)
+        for image in sorted(folder.iterdir())[5:]:          # other images: other weights and temperature
+            shutil.copy(image, data / folder.name / image.name)
+    settings = TrainSettings(data=str(data), module="scratch", models=str(tmp_path / "models"), image_size=32,
+                             epochs=3, progress=False, cache_dir=str(tmp_path / "cache"),
+                             log_dir=str(tmp_path / "logs"))
+    retrained = train_and_publish(settings).version_dir
+    before, after = trained_model.version_dir, retrained
+    assert (before / "variables" / "variables.index").read_bytes() != (after / "variables" / "variables.index").read_bytes() \
+        or next((before / "variables").glob("variables.data-*")).read_bytes() != next((after / "variables").glob("variables.data-*")).read_bytes()
+    assert program_key(read_meta_graph(before, ["serve"]), before) == program_key(read_meta_graph(after, ["serve"]), after)

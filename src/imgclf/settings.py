@@ -272,6 +272,9 @@ class ServerLimits:
     model_load_nice: int = 2                       # a new version loads and warms up this much nicer
                                                    #   than requests run (Linux): serving gets the
                                                    #   CPU first; 0 = same priority
+    model_standby_sessions: int = 1                # per model, sessions kept warm for its next version
+                                                   #   of the same program (a retrain): it is restored
+                                                   #   into one instead of loaded; 0 = load each anew
 
 
 @dataclass

@@ -50,7 +50,9 @@ def write_marker_model(model_dir: str | os.PathLike, index: int, labels: Sequenc
     class Marker(tf.Module):
         def __init__(self):
             super().__init__()
-            self.scores = tf.constant(scores, tf.float32)
+            # A variable: every marker model of one drill is then the same program with other
+            # variables, as retrains of one model are (the server's standby sessions).
+            self.scores = tf.Variable(scores, dtype=tf.float32, trainable=False)
             self.labels = tf.constant(labels)
             self.carried = tf.saved_model.load(str(carry)) if carry else None
 

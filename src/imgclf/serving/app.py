@@ -15,8 +15,9 @@ from imgclf.serving.config import ConfigError, ModelSpecConfig
 from imgclf.serving.errors import ServingError
 from imgclf.serving.flags import server_limits
 from imgclf.serving.metrics import ServingMetrics
-from imgclf.serving.server import ModelGate, ModelServer, make_loader
+from imgclf.serving.server import ModelGate, ModelServer, VersionLoader
 from imgclf.serving.session import start_thread_pools
+from imgclf.serving.standby import StandbySessions
 from imgclf.serving.versions import ServerCore
 
 FILES_KEPT_FOR_MODELS = 512      # open files left for models, logs and gRPC beside REST connections
@@ -110,9 +111,10 @@ class LocalModelServer:
         self.metrics = ServingMetrics() if self.prometheus.enabled else None
         tags = tuple(t for t in args.saved_model_tags.split(",") if t)
         self.session_config = session_config(args)
-        loader = make_loader(batching, enable_warmup=args.enable_model_warmup, tags=tags,
+        self.loader = loader = VersionLoader(batching, enable_warmup=args.enable_model_warmup, tags=tags,
                              run_batch_size=self.limits.model_run_batch_size, session_config=self.session_config,
-                             load_nice=self.limits.model_load_nice)
+                             load_nice=self.limits.model_load_nice,
+                             standby=StandbySessions(self.limits.model_standby_sessions))
         self.core = ServerCore(specs, loader, poll_seconds=args.file_system_poll_wait_seconds,
                                reload_config=self._read_config_file if args.model_config_file else None,
                                config_poll_seconds=args.model_config_file_poll_wait_seconds)
@@ -198,6 +200,12 @@ class LocalModelServer:
                 failures = "; ".join(f"version {v}: {s.error_code}: {s.error_message}"
                                      for v, s in sorted(model.states().items()) if s.error_message)
                 raise StartupError(f"model {name} at {model.spec.base_path}: no version could be loaded ({failures})")
+        for name in self.core.model_names():
+            serving = self.core.resolve(name)
+            try:
+                self.loader.prepare_standby(name, serving.version, serving.path)
+            except Exception as error:   # the server runs without: its next version loads anew
+                log.warning("Model %s: no standby session (%s)", name, error)
 
     def _read_config_file(self) -> list[ModelSpecConfig]:
         return config_files.read_model_server_config(self.args.model_config_file, models_root=self.args.models)

@@ -103,6 +103,11 @@ LIMIT_HELP = {
     "model_load_nice": "How much nicer than the threads serving requests TensorFlow loads a new version and "
                        "replays its warmup (Linux; threads of their own): while the cores are busy, requests "
                        "get them first and the version takes longer to come in. 0 = the same priority.",
+    "model_standby_sessions": "Per model, sessions kept warm for its next version: a version with the same "
+                              "program as one served before (a retrain: same graph, other variables) gets "
+                              "its variables restored into one instead of a new session (swaps several "
+                              "times cheaper; memory of one more version). 0 = every version in a new "
+                              "session, as tensorflow_model_server.",
 }
 
 

@@ -20,7 +20,9 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from imgclf.serving.errors import ServingError, invalid_argument
+from imgclf.serving.program import program_key
 from imgclf.serving.session import SavedModelSession
+from imgclf.serving.standby import StandbySessions
 
 log = logging.getLogger(__name__)
 
@@ -90,17 +92,39 @@ class Servable:
     signature_defs: Mapping[str, meta_graph_pb2.SignatureDef]
     _session: SavedModelSession = field(repr=False)
     run_batch_size: int = 0          # most examples per model call; larger requests run in slices
+    tags: tuple[str, ...] = (SERVE_TAG,)
+    restored_into_standby: bool = False   # loaded by restoring its variables into a standby session
 
     @classmethod
     def load(cls, name: str, version: int, path: str | os.PathLike, tags: Sequence[str] = (SERVE_TAG,),
-             run_batch_size: int = 0, session_config=None) -> "Servable":
+             run_batch_size: int = 0, session_config=None, standby: StandbySessions | None = None) -> "Servable":
+        """A new session for the version, or, with `standby`, a standby session of the same
+        program with this version's variables restored into it (standby.py); once the servable
+        is gone its session becomes a standby in turn."""
         path = Path(path)
         meta_graph = read_meta_graph(path, tags)
         check_variables_present(path, meta_graph)
-        session = SavedModelSession(path, list(tags), config=session_config)
-        signature_defs = dict(meta_graph.signature_def)
-        return cls(name=name, version=version, path=path, signature_defs=signature_defs, _session=session,
-                   run_batch_size=run_batch_size)
+        key = standby_key(meta_graph, path, tags) if standby is not None else None
+        session = standby.take(name, key) if standby is not None else None
+        restored = session is not None
+        if restored:
+            restore_into(session, path, meta_graph)   # on failure the half-restored session goes
+        else:
+            session = SavedModelSession(path, list(tags), config=session_config)
+        servable = cls(name=name, version=version, path=path, signature_defs=dict(meta_graph.signature_def),
+                       _session=session, run_batch_size=run_batch_size, tags=tuple(tags),
+                       restored_into_standby=restored)
+        if standby is not None:
+            standby.on_release(servable, name, key, session)
+        return servable
+
+    def keep_session_as_standby(self, standby: StandbySessions) -> None:
+        """Offer this (warmed-up) servable's session as a standby now, with its restore step run
+        once so that TensorFlow has built what runs it: the start-up spare (standby.py). The
+        servable must not serve."""
+        meta_graph = read_meta_graph(self.path, self.tags)
+        restore_into(self._session, self.path, meta_graph)
+        standby.keep(self.name, standby_key(meta_graph, self.path, self.tags), self._session)
 
     # --- signatures --------------------------------------------------------------------------
     def signature_def(self, signature_name: str) -> meta_graph_pb2.SignatureDef:
@@ -141,6 +165,41 @@ class Servable:
                  for alias, array in tensors.items()}
         fetches = [tensor_name(signature.outputs[alias], alias) for alias in outputs]
         return dict(zip(outputs, self._session.run(feeds, fetches)))
+
+
+def restore_into(session: SavedModelSession, export_dir: Path, meta_graph: meta_graph_pb2.MetaGraphDef) -> None:
+    """What TensorFlow's SavedModel loader runs in a new session, run in `session`, which already
+    runs the same program (program.py): the saver's restore op fed the checkpoint's prefix, then
+    the init op fed the paths of the version's assets (loader.cc: RunRestore, RunInitOp). The
+    graph and the executors TensorFlow built for it stay; the variables change."""
+    saver = meta_graph.saver_def
+    if saver.restore_op_name:
+        prefix = str(export_dir / "variables" / "variables").encode()
+        session.run({saver.filename_tensor_name: (np.array(prefix, dtype=object), types_pb2.DT_STRING)}, [],
+                    targets=[saver.restore_op_name])
+    init_op = init_op_name(meta_graph)
+    if init_op:
+        assets = {asset.tensor_info.name: (np.array(str(export_dir / "assets" / asset.filename).encode(),
+                                                    dtype=object), types_pb2.DT_STRING)
+                  for asset in meta_graph.asset_file_def}
+        session.run(assets, [], targets=[init_op])
+
+
+def init_op_name(meta_graph: meta_graph_pb2.MetaGraphDef) -> str:
+    """The op TensorFlow's loader runs after restoring (loader_util.cc GetInitOp): the
+    __saved_model_init_op signature's, else the main_op or legacy_init_op collection's; "" if none."""
+    signature = meta_graph.signature_def.get(INIT_OP_SIGNATURE)
+    if signature is not None and INIT_OP_SIGNATURE in signature.outputs:
+        return signature.outputs[INIT_OP_SIGNATURE].name.partition(":")[0]
+    for collection in ("saved_model_main_op", "legacy_init_op"):
+        if collection in meta_graph.collection_def and meta_graph.collection_def[collection].node_list.value:
+            return meta_graph.collection_def[collection].node_list.value[0].partition(":")[0]
+    return ""
+
+
+def standby_key(meta_graph: meta_graph_pb2.MetaGraphDef, path: Path, tags: Sequence[str]) -> str:
+    """Which standby sessions can serve the version: same program (program.py), same tag set."""
+    return program_key(meta_graph, path) + ":" + ",".join(sorted(tags))
 
 
 def tensor_name(info: meta_graph_pb2.TensorInfo, alias: str) -> str:

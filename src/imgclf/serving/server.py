@@ -19,6 +19,7 @@ from imgclf.serving.errors import ServingError, from_exception, invalid_argument
 from imgclf.serving.metrics import ServingMetrics
 from imgclf.serving.priority import NicedCalls, niced_calls, thread_nice
 from imgclf.serving.servable import Servable
+from imgclf.serving.standby import StandbySessions
 from imgclf.serving.versions import ServerCore
 from imgclf.serving.warmup import replay_warmup
 
@@ -26,23 +27,33 @@ SIGNATURE_DEF_FIELD = "signature_def"
 log = logging.getLogger(__name__)
 
 
-def make_loader(batching: BatchingSettings | None = None, enable_warmup: bool = True, tags=("serve",),
-                run_batch_size: int = 0, session_config=None, load_nice: int = 0):
+class VersionLoader:
     """(name, version, path) -> a loaded, warmed-up servable (batching-wrapped when asked).
     `session_config`: the ConfigProto every version's session gets (thread pools). `load_nice`:
     how much nicer than the serving threads TensorFlow loads the version and runs its warmup
-    (priority.py; with batching, the warmup runs on the batch threads, at their priority)."""
+    (priority.py; with batching, the warmup runs on the batch threads, at their priority).
+    `standby`: where versions of a program already loaded find a session to restore their
+    variables into, and leave theirs when they go (standby.py); None: a new session each."""
 
-    def load(name: str, version: int, path):
-        with niced_calls(load_nice) as loading:
-            servable, load_time = timed(loading, Servable.load, name, version, path, tags=tags,
-                                        run_batch_size=run_batch_size, session_config=session_config)
-        if batching is not None:
-            servable = BatchingServable(servable, batching)
+    def __init__(self, batching: BatchingSettings | None = None, enable_warmup: bool = True, tags=("serve",),
+                 run_batch_size: int = 0, session_config=None, load_nice: int = 0,
+                 standby: StandbySessions | None = None):
+        self.batching, self.enable_warmup, self.tags = batching, enable_warmup, tuple(tags)
+        self.run_batch_size, self.session_config, self.load_nice = run_batch_size, session_config, load_nice
+        self.standby = standby
+
+    def __call__(self, name: str, version: int, path):
+        with niced_calls(self.load_nice) as loading:
+            servable, load_time = timed(loading, Servable.load, name, version, path, tags=self.tags,
+                                        run_batch_size=self.run_batch_size, session_config=self.session_config,
+                                        standby=self.standby)
+        how = "restored into a standby session" if servable.restored_into_standby else "loaded"
+        if self.batching is not None:
+            servable = BatchingServable(servable, self.batching)
         records, warmup_time = 0, (0.0, 0.0)
-        if enable_warmup:
+        if self.enable_warmup:
             try:
-                with niced_calls(load_nice) as warming:
+                with niced_calls(self.load_nice) as warming:
                     records, warmup_time = timed(warming, replay_warmup, servable, path)
             except BaseException:
                 getattr(servable, "close", lambda: None)()   # a batching wrapper's threads
@@ -51,12 +62,28 @@ def make_loader(batching: BatchingSettings | None = None, enable_warmup: bool = 
         # cores. The loading threads' CPU time beside the wall time shows the share they got (the
         # graph's first optimization runs on the thread of the first run; the warmup's kernels
         # on TF's pools).
-        log.info("Version %d of %s: loaded in %.2f s (%.2f CPU-s), %d warmup records replayed in %.2f s "
-                 "(%.2f CPU-s on the loading threads), at nice %d", version, name, *load_time, records,
+        log.info("Version %d of %s: %s in %.2f s (%.2f CPU-s), %d warmup records replayed in %.2f s "
+                 "(%.2f CPU-s on the loading threads), at nice %d", version, name, how, *load_time, records,
                  *warmup_time, loading.nice if loading.nice is not None else thread_nice())
         return servable
 
-    return load
+    def forget(self, name: str) -> None:
+        """The model left the server's config (ServerCore.apply_config)."""
+        if self.standby is not None:
+            self.standby.forget(name)
+
+    def prepare_standby(self, name: str, version: int, path) -> None:
+        """Load the version once more, warm it up and keep its session as a standby, so that the
+        model's next version of the same program is restored into it: at start-up, while idle."""
+        if self.standby is None or not self.standby.per_model:
+            return
+        started = time.monotonic()
+        spare = Servable.load(name, version, path, tags=self.tags, session_config=self.session_config)
+        if self.enable_warmup:
+            replay_warmup(spare, path)
+        spare.keep_session_as_standby(self.standby)
+        log.info("Version %d of %s: a standby session for its next version, ready in %.2f s", version, name,
+                 time.monotonic() - started)
 
 
 def timed(calls: NicedCalls, function, *args, **kwargs):

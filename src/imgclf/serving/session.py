@@ -210,17 +210,23 @@ class SavedModelSession:
     def endpoint(self, tensor_name: str) -> TF_Output:
         """"op:index" -> TF_Output; a missing op is the SavedModel's fault."""
         op, _, index = tensor_name.partition(":")
-        operation = c_api().TF_GraphOperationByName(self._graph, op.encode())
-        if not operation:
-            raise ServingError("INTERNAL", f"tensor {tensor_name} named in the signature is not in the graph")
-        return TF_Output(operation, int(index or 0))
+        return TF_Output(self.operation(op), int(index or 0))
 
-    def run(self, feeds: Mapping[str, tuple[np.ndarray, int]], fetches: Sequence[str]) -> list[np.ndarray]:
-        """feeds: tensor name -> (array, dtype enum); returns the fetched tensors in order."""
+    def operation(self, name: str) -> int:
+        operation = c_api().TF_GraphOperationByName(self._graph, name.encode())
+        if not operation:
+            raise ServingError("INTERNAL", f"operation {name} named in the SavedModel is not in the graph")
+        return operation
+
+    def run(self, feeds: Mapping[str, tuple[np.ndarray, int]], fetches: Sequence[str],
+            targets: Sequence[str] = ()) -> list[np.ndarray]:
+        """feeds: tensor name -> (array, dtype enum); returns the fetched tensors in order, after
+        also running the `targets` operations."""
         lib = c_api()
         names = list(feeds)
         inputs = (TF_Output * len(names))(*[self.endpoint(name) for name in names])
         outputs = (TF_Output * len(fetches))(*[self.endpoint(name) for name in fetches])
+        operations = (_p * len(targets))(*[self.operation(name) for name in targets])
         values = (_p * len(names))()
         results = (_p * len(fetches))()
         try:
@@ -228,7 +234,7 @@ class SavedModelSession:
                 values[index] = new_tensor(*feeds[name])
             with _Status() as status:
                 niced_call(lib.TF_SessionRun, self._session, None, inputs, values, len(names), outputs, results,
-                           len(fetches), None, 0, None, status)
+                           len(fetches), operations, len(targets), None, status)
             return [tensor_to_numpy(result) for result in results]
         finally:
             for tensor in list(values) + list(results):

@@ -271,6 +271,9 @@ class ServerCore:
             self._models = models
         for retired in list(self._retired.values()):
             retired.unload_all()
+        forget = getattr(self._loader, "forget", None)     # a loader that keeps sessions for later
+        for name in list(self._retired) if forget else []:
+            forget(name)
         for name in wanted:
             models[name].poll()
 

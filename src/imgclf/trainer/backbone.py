@@ -238,10 +238,12 @@ def scratch_backbone(image_size: int) -> Backbone:
     images, with no download. Lower accuracy than a pretrained module."""
     # No batch normalisation: with a few hundred images its moving averages lag far behind the
     # weights within the few steps training takes, and the exported model scores badly.
-    layers = [keras.layers.InputLayer(input_shape=(image_size, image_size, 3)),
-              keras.layers.Rescaling(2.0, offset=-1.0)]
-    for filters in _SCRATCH_FILTERS:
-        layers.append(keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu"))
-    layers.append(keras.layers.GlobalAveragePooling2D())
+    # Named layers: a retrain must export the same graph (model.build_head).
+    layers = [keras.layers.InputLayer(input_shape=(image_size, image_size, 3), name="scratch_pixels"),
+              keras.layers.Rescaling(2.0, offset=-1.0, name="scratch_rescale")]
+    for index, filters in enumerate(_SCRATCH_FILTERS):
+        layers.append(keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu",
+                                          name=f"scratch_conv{index}"))
+    layers.append(keras.layers.GlobalAveragePooling2D(name="scratch_pool"))
     network = keras.Sequential(layers, name="backbone")
     return Backbone(SCRATCH_MODULE, network, image_size, _SCRATCH_FILTERS[-1], None)

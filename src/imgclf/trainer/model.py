@@ -22,10 +22,12 @@ log = logging.getLogger(__name__)
 def build_head(feature_dim: int, num_classes: int, dropout: float, seed: int,
                name: str = "head") -> keras.Model:
     """features -> dropout -> softmax over the classes."""
+    # Every layer named: Keras numbers unnamed ones per process (dense, dense_1, ...), and the
+    # export's graph, which a retrain must reproduce (serving/standby.py), would carry the numbers.
     return keras.Sequential([
-        keras.Input((feature_dim,)),
-        keras.layers.Dropout(dropout, seed=seed),
-        keras.layers.Dense(num_classes, activation="softmax",
+        keras.Input((feature_dim,), name=f"{name}_features"),
+        keras.layers.Dropout(dropout, seed=seed, name=f"{name}_dropout"),
+        keras.layers.Dense(num_classes, activation="softmax", name=f"{name}_dense",
                            kernel_initializer=keras.initializers.GlorotUniform(seed=seed)),
     ], name=name)
 
@@ -66,7 +68,7 @@ def combine_branches(branches: list[Branch], feature_dim: int, layout_weight: fl
     (0.968 against 0.971 mean validation accuracy over six seeds on the shared pages)."""
     if len(branches) == 1:
         return branches[0].model
-    features = keras.Input((feature_dim,))
+    features = keras.Input((feature_dim,), name="mixed_features")
     scores = MixScores([1.0 - layout_weight, layout_weight], name="mix_scores")(
         [branch.model(features[:, branch.columns]) for branch in branches])
     return keras.Model(features, scores, name="head")
@@ -89,9 +91,17 @@ class ScaledSoftmax(keras.layers.Layer):
         super().__init__(**kwargs)
         self.scale, self.from_probabilities = float(scale), bool(from_probabilities)
 
+    def build(self, input_shape):
+        # A (non-trainable) variable, not a constant in the graph: retrains of one model then export
+        # the same program with other variables, which the local server swaps in by restoring a
+        # checkpoint into a warm session (serving/standby.py) instead of loading a new one.
+        self.scale_variable = self.add_weight(name="scale", shape=(), trainable=False,
+                                              initializer=keras.initializers.Constant(self.scale))
+        super().build(input_shape)
+
     def call(self, inputs):
         logits = tf.math.log(tf.maximum(inputs, 1e-12)) if self.from_probabilities else inputs
-        return tf.nn.softmax(self.scale * logits, axis=-1)
+        return tf.nn.softmax(self.scale_variable * logits, axis=-1)
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale, "from_probabilities": self.from_probabilities}
@@ -108,7 +118,7 @@ def linear_branch(weights: np.ndarray, bias: np.ndarray, scale: float, name: str
 
 def calibrated(head: keras.Model, scale: float) -> keras.Model:
     """The head followed by temperature scaling of its probabilities."""
-    features = keras.Input(head.input_shape[1:])
+    features = keras.Input(head.input_shape[1:], name="calibrated_features")
     return keras.Model(features, ScaledSoftmax(scale, from_probabilities=True, name="temperature")(head(features)),
                        name="calibrated_head")
 
@@ -120,7 +130,7 @@ def build_full_model(backbone: Backbone, head: keras.Model) -> keras.Model:
     normalisation keeps the module's statistics. Batch statistics of a few small batches of pages
     wreck them (validation accuracy fell from 0.95 to 0.75 in one epoch when they were used)."""
     size = backbone.image_size
-    pictures = keras.Input((size, size, 3))
+    pictures = keras.Input((size, size, 3), name="pictures")
     return keras.Model(pictures, head(backbone.layer(pictures, training=False)), name="classifier")
 
 
