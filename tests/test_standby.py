@@ -57,6 +57,32 @@ def test_the_program_key_ignores_tensorflows_counters_and_variables_but_not_cons
     assert key_of(export_scaled(tmp_path / "c" / "4", 1.0)) != key_of(one)
 
 
+def graph_calling(body_constant: float, outer_name: str, inner_name: str):
+    """A GraphDef whose node calls `outer`, which names `inner` only inside a nested attribute."""
+    from tensorflow.core.framework import graph_pb2
+
+    graph = graph_pb2.GraphDef()
+    node = graph.node.add(name="call", op="PartitionedCall")
+    node.attr["f"].func.name = outer_name
+    node.attr["f"].func.attr["g"].func.name = inner_name
+    for name, value in ((outer_name, 0.0), (inner_name, body_constant)):
+        function = graph.library.function.add()
+        function.signature.name = name
+        const = function.node_def.add(name="c", op="Const")
+        const.attr["value"].tensor.dtype = 1
+        const.attr["value"].tensor.float_val.append(value)
+    return graph
+
+
+def test_functions_named_only_in_nested_attributes_are_part_of_the_program():
+    from imgclf.serving.program import canonical_graph
+
+    same = canonical_graph(graph_calling(1.0, "outer_12", "inner_13"))
+    assert same == canonical_graph(graph_calling(1.0, "outer_40", "inner_41"))
+    assert [f.signature.name for f in same.library.function] == ["f0", "f1"]
+    assert same != canonical_graph(graph_calling(2.0, "outer_40", "inner_41"))
+
+
 def test_a_version_restored_into_a_standby_answers_as_a_new_session_and_never_touches_another(tmp_path):
     base = tmp_path / "toy"
     for version in (1, 2, 3):
@@ -65,7 +91,7 @@ def test_a_version_restored_into_a_standby_answers_as_a_new_session_and_never_to
     loader = VersionLoader(standby=standby)
     first = loader("toy", 1, base / "1")
     assert not first.restored_into_standby and standby.keys("toy") == []
-    loader.prepare_standby("toy", 1, base / "1")
+    loader.prepare_standby(first)
     assert len(standby.keys("toy")) == 1
 
     second = loader("toy", 2, base / "2")
@@ -98,13 +124,13 @@ def test_a_checkpoint_that_does_not_restore_fails_the_load_and_its_standby_is_le
     standby = StandbySessions(1)
     loader = VersionLoader(standby=standby)
     serving = loader("toy", 1, base / "1")
-    loader.prepare_standby("toy", 1, base / "1")
+    loader.prepare_standby(serving)
     with pytest.raises(Exception):
         loader("toy", 2, broken)
     assert standby.keys("toy") == []
     assert serving.predict("", X)["y"].tolist() == [[1.0, 2.0, 3.0]]
     # A different program never takes a standby.
-    loader.prepare_standby("toy", 1, base / "1")
+    loader.prepare_standby(serving)
     other = loader("toy", 4, export_scaled(base / "4", 4.0))
     assert not other.restored_into_standby and len(standby.keys("toy")) == 1
 
@@ -116,7 +142,7 @@ def test_no_standby_sessions_means_a_new_session_for_every_version(tmp_path):
     standby = StandbySessions(0)
     loader = VersionLoader(standby=standby)
     first = loader("toy", 1, base / "1")
-    loader.prepare_standby("toy", 1, base / "1")
+    loader.prepare_standby(first)
     del first
     gc.collect()
     assert standby.keys("toy") == [] and not loader("toy", 2, base / "2").restored_into_standby
@@ -140,8 +166,11 @@ def test_the_live_server_swaps_retrained_versions_into_its_standby(tmp_path, sta
             shutil.move(str(staging / str(version)), str(base / str(version)))
             assert poll(lambda: answer(server) == float(version) or None, 60, 0.1), f"version {version} never answered"
         log = server.log_path.read_text()
-    how = dict(re.findall(r"Version (\d+) of toy: (loaded|restored into a standby session) in", log))
-    assert how == {"1": "loaded", "2": expected, "3": expected}
+    how = {version: (kind, int(records)) for version, kind, records in re.findall(
+        r"Version (\d+) of toy: (loaded|restored into a standby session) in .*, (\d+) warmup records replayed", log)}
+    # A warm session replays only the first of the version's three warmup records.
+    warm = (expected, 1 if standbys else 3)
+    assert how == {"1": ("loaded", 3), "2": warm, "3": warm}
     assert ("a standby session for its next version" in log) == bool(standbys)
 
 
@@ -151,7 +180,7 @@ def test_a_model_removed_from_the_config_keeps_no_standby_until_it_loads_again(t
     standby = StandbySessions(1)
     loader = VersionLoader(standby=standby)
     serving = loader("toy", 1, base / "1")
-    loader.prepare_standby("toy", 1, base / "1")
+    loader.prepare_standby(serving)
     loader.forget("toy")
     assert standby.keys("toy") == []
     del serving                      # its last request done: nothing is kept for a removed model

@@ -201,9 +201,8 @@ class LocalModelServer:
                                      for v, s in sorted(model.states().items()) if s.error_message)
                 raise StartupError(f"model {name} at {model.spec.base_path}: no version could be loaded ({failures})")
         for name in self.core.model_names():
-            serving = self.core.resolve(name)
             try:
-                self.loader.prepare_standby(name, serving.version, serving.path)
+                self.loader.prepare_standby(self.core.resolve(name))
             except Exception as error:   # the server runs without: its next version loads anew
                 log.warning("Model %s: no standby session (%s)", name, error)
 

@@ -32,30 +32,26 @@ def canonical_graph(graph_def: graph_pb2.GraphDef) -> graph_pb2.GraphDef:
     f0, f1, ... in the order a depth-first walk of the nodes (in order) first reaches them."""
     library = {function.signature.name: function for function in graph_def.library.function}
     gradients = {gradient.function_name: gradient.gradient_func for gradient in graph_def.library.gradient}
-    names: dict[str, str] = {}
-    order: list[str] = []
+    names: dict[str, str] = {}        # original -> canonical, in the order reached
+
+    def visit(name: str) -> None:
+        if name in names:
+            return
+        names[name] = f"f{len(names)}"
+        reach(library[name].node_def)
+        if gradients.get(name) in library:
+            visit(gradients[name])
 
     def reach(nodes) -> None:
         for node in nodes:
             for name in referenced_functions(node, library):
-                if name not in names:
-                    names[name] = f"f{len(names)}"
-                    order.append(name)
-                    reach(library[name].node_def)
-                    if name in gradients and gradients[name] in library:
-                        reach_name(gradients[name])
-
-    def reach_name(name: str) -> None:
-        if name not in names:
-            names[name] = f"f{len(names)}"
-            order.append(name)
-            reach(library[name].node_def)
+                visit(name)
 
     reach(graph_def.node)
     canonical = graph_pb2.GraphDef()
     canonical.versions.CopyFrom(graph_def.versions)
     canonical.node.extend(graph_def.node)
-    for name in order:
+    for name in names:
         canonical.library.function.add().CopyFrom(library[name])
     for gradient in graph_def.library.gradient:
         if gradient.function_name in names:
@@ -70,17 +66,32 @@ def canonical_graph(graph_def: graph_pb2.GraphDef) -> graph_pb2.GraphDef:
 
 
 def referenced_functions(node: node_def_pb2.NodeDef, library) -> list[str]:
-    """The library functions a node calls: as its op, or in func / list(func) attributes (in
-    attribute-name order)."""
+    """The library functions a node calls: as its op, or in func / list(func) attributes, the
+    attributes of those included (in attribute-name order). These are all the ways a graph
+    names a function to run, so a function nothing reaches this way never runs in the session."""
     found = [node.op] if node.op in library else []
     for key in sorted(node.attr):
-        value = node.attr[key]
-        kind = value.WhichOneof("value")
-        if kind == "func":
-            found.append(value.func.name)
-        elif kind == "list":
-            found.extend(function.name for function in value.list.func)
+        found.extend(_functions_in(node.attr[key]))
     return [name for name in found if name in library]
+
+
+def _functions_in(value) -> list[str]:
+    kind = value.WhichOneof("value")
+    calls = [value.func] if kind == "func" else list(value.list.func) if kind == "list" else []
+    found = []
+    for call in calls:
+        found.append(call.name)
+        for key in sorted(call.attr):
+            found.extend(_functions_in(call.attr[key]))
+    return found
+
+
+def _rename_in(value, names: dict[str, str]) -> None:
+    kind = value.WhichOneof("value")
+    for call in [value.func] if kind == "func" else list(value.list.func) if kind == "list" else []:
+        call.name = names.get(call.name, call.name)
+        for nested in call.attr.values():
+            _rename_in(nested, names)
 
 
 def canonical_arguments(function: function_pb2.FunctionDef) -> None:
@@ -117,16 +128,9 @@ def _renamed_input(reference: str, names: dict[str, str]) -> str:
 
 def rename_references(nodes, names: dict[str, str]) -> None:
     for node in nodes:
-        if node.op in names:
-            node.op = names[node.op]
+        node.op = names.get(node.op, node.op)
         for value in node.attr.values():
-            kind = value.WhichOneof("value")
-            if kind == "func" and value.func.name in names:
-                value.func.name = names[value.func.name]
-            elif kind == "list":
-                for function in value.list.func:
-                    if function.name in names:
-                        function.name = names[function.name]
+            _rename_in(value, names)
 
 
 def program_key(meta_graph: meta_graph_pb2.MetaGraphDef, export_dir: str | Path) -> str:

@@ -118,10 +118,15 @@ class Servable:
             standby.on_release(servable, name, key, session)
         return servable
 
+    def prepare_restore(self) -> None:
+        """Restore this version's own variables into its session once, so that TensorFlow builds
+        (and keeps) what runs the restore step before the session is ever a standby. Nothing may
+        run on the servable meanwhile."""
+        restore_into(self._session, self.path, read_meta_graph(self.path, self.tags))
+
     def keep_session_as_standby(self, standby: StandbySessions) -> None:
-        """Offer this (warmed-up) servable's session as a standby now, with its restore step run
-        once so that TensorFlow has built what runs it: the start-up spare (standby.py). The
-        servable must not serve."""
+        """Offer this (warmed-up) servable's session as a standby now, its restore step prepared:
+        the start-up spare (standby.py). The servable must not serve."""
         meta_graph = read_meta_graph(self.path, self.tags)
         restore_into(self._session, self.path, meta_graph)
         standby.keep(self.name, standby_key(meta_graph, self.path, self.tags), self._session)

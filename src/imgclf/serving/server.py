@@ -53,8 +53,12 @@ class VersionLoader:
         records, warmup_time = 0, (0.0, 0.0)
         if self.enable_warmup:
             try:
+                # A standby session is warm already (its executors were built by the version before
+                # and its traffic): the first record shows that the new variables run; the rest
+                # would only cost the requests beside it CPU.
+                limit = 1 if servable.restored_into_standby else None
                 with niced_calls(self.load_nice) as warming:
-                    records, warmup_time = timed(warming, replay_warmup, servable, path)
+                    records, warmup_time = timed(warming, replay_warmup, servable, path, max_records=limit)
             except BaseException:
                 getattr(servable, "close", lambda: None)()   # a batching wrapper's threads
                 raise
@@ -72,16 +76,20 @@ class VersionLoader:
         if self.standby is not None:
             self.standby.forget(name)
 
-    def prepare_standby(self, name: str, version: int, path) -> None:
-        """Load the version once more, warm it up and keep its session as a standby, so that the
-        model's next version of the same program is restored into it: at start-up, while idle."""
+    def prepare_standby(self, serving: Servable) -> None:
+        """Load the serving version once more, warm it up and keep its session as a standby, so
+        that the model's next version of the same program is restored into it; and have TensorFlow
+        build the restore step of the serving version's own session, the standby after that one.
+        At start-up, while idle: before the ports open, as nothing may run on `serving` meanwhile."""
         if self.standby is None or not self.standby.per_model:
             return
+        name, version, path = serving.name, serving.version, serving.path
         started = time.monotonic()
         spare = Servable.load(name, version, path, tags=self.tags, session_config=self.session_config)
         if self.enable_warmup:
             replay_warmup(spare, path)
         spare.keep_session_as_standby(self.standby)
+        serving.prepare_restore()
         log.info("Version %d of %s: a standby session for its next version, ready in %.2f s", version, name,
                  time.monotonic() - started)
 

@@ -21,8 +21,9 @@ def warmup_path(version_dir: str | Path) -> Path:
     return Path(version_dir) / contract.ASSETS_EXTRA_DIR / contract.WARMUP_FILE
 
 
-def replay_warmup(servable, version_dir: str | Path, predict_log_runner=None) -> int:
-    """Run every warmup record against `servable`; returns how many were replayed.
+def replay_warmup(servable, version_dir: str | Path, predict_log_runner=None, max_records: int | None = None) -> int:
+    """Run every warmup record (or the first `max_records`) against `servable`; returns how many
+    were replayed.
 
     `predict_log_runner(servable, log_entry)` runs one PredictionLog; the default handles
     predict logs and refuses the other kinds (this server answers Predict only)."""
@@ -33,6 +34,8 @@ def replay_warmup(servable, version_dir: str | Path, predict_log_runner=None) ->
     count = 0
     try:
         for record in read_records(path):
+            if max_records is not None and count == max_records:
+                break
             count += 1
             if count > contract.MAX_WARMUP_RECORDS:
                 raise invalid_argument(
