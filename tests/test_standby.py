@@ -155,11 +155,14 @@ def answer(server: LocalServer) -> float:
     return reply.json()["predictions"][0]["y"][0]
 
 
-@pytest.mark.parametrize("standbys, expected", [(1, "restored into a standby session"), (0, "loaded")])
-def test_the_live_server_swaps_retrained_versions_into_its_standby(tmp_path, standbys, expected):
+@pytest.mark.parametrize("standbys, expected, batching", [(1, "restored into a standby session", False),
+                                                       (1, "restored into a standby session", True),
+                                                       (0, "loaded", False)])
+def test_the_live_server_swaps_retrained_versions_into_its_standby(tmp_path, standbys, expected, batching):
     base, staging = tmp_path / "toy", tmp_path / "staging"
     export_toy_model(base, 1, warmup=True)
-    with LocalServer(base, "toy", poll_seconds=0.2, extra_args=[f"--model_standby_sessions={standbys}"]) as server:
+    flags = [f"--model_standby_sessions={standbys}"] + (["--enable_batching"] if batching else [])
+    with LocalServer(base, "toy", poll_seconds=0.2, extra_args=flags) as server:
         assert answer(server) == 1.0
         for version in (2, 3):
             export_toy_model(staging, version, warmup=True)
