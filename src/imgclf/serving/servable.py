@@ -104,6 +104,7 @@ class Servable:
         path = Path(path)
         meta_graph = read_meta_graph(path, tags)
         check_variables_present(path, meta_graph)
+        standby = standby if standby is not None and standby.per_model else None
         key = standby_key(meta_graph, path, tags) if standby is not None else None
         session = standby.take(name, key) if standby is not None else None
         restored = session is not None
