@@ -111,11 +111,11 @@ class LocalModelServer:
         self.metrics = ServingMetrics() if self.prometheus.enabled else None
         tags = tuple(t for t in args.saved_model_tags.split(",") if t)
         self.session_config = session_config(args)
-        self.loader = loader = VersionLoader(batching, enable_warmup=args.enable_model_warmup, tags=tags,
-                             run_batch_size=self.limits.model_run_batch_size, session_config=self.session_config,
-                             load_nice=self.limits.model_load_nice,
-                             standby=StandbySessions(self.limits.model_standby_sessions))
-        self.core = ServerCore(specs, loader, poll_seconds=args.file_system_poll_wait_seconds,
+        self.loader = VersionLoader(batching, enable_warmup=args.enable_model_warmup, tags=tags,
+                                    run_batch_size=self.limits.model_run_batch_size,
+                                    session_config=self.session_config, load_nice=self.limits.model_load_nice,
+                                    standby=StandbySessions(self.limits.model_standby_sessions))
+        self.core = ServerCore(specs, self.loader, poll_seconds=args.file_system_poll_wait_seconds,
                                reload_config=self._read_config_file if args.model_config_file else None,
                                config_poll_seconds=args.model_config_file_poll_wait_seconds)
         concurrent = self.limits.model_max_concurrent_requests or os.cpu_count() or 1

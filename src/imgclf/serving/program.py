@@ -26,7 +26,6 @@ from tensorflow.core.framework import function_pb2, graph_pb2, node_def_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
 
-
 def canonical_graph(graph_def: graph_pb2.GraphDef) -> graph_pb2.GraphDef:
     """A copy of `graph_def` whose library holds only the functions its nodes reach, renamed
     f0, f1, ... in the order a depth-first walk of the nodes (in order) first reaches them."""
@@ -71,27 +70,18 @@ def referenced_functions(node: node_def_pb2.NodeDef, library) -> list[str]:
     names a function to run, so a function nothing reaches this way never runs in the session."""
     found = [node.op] if node.op in library else []
     for key in sorted(node.attr):
-        found.extend(_functions_in(node.attr[key]))
+        found.extend(call.name for call in _calls_in(node.attr[key]))
     return [name for name in found if name in library]
 
 
-def _functions_in(value) -> list[str]:
+def _calls_in(value):
+    """Every function call (NameAttrList) an attribute value names, nested ones included, in
+    attribute-name order."""
     kind = value.WhichOneof("value")
-    calls = [value.func] if kind == "func" else list(value.list.func) if kind == "list" else []
-    found = []
-    for call in calls:
-        found.append(call.name)
+    for call in [value.func] if kind == "func" else value.list.func if kind == "list" else []:
+        yield call
         for key in sorted(call.attr):
-            found.extend(_functions_in(call.attr[key]))
-    return found
-
-
-def _rename_in(value, names: dict[str, str]) -> None:
-    kind = value.WhichOneof("value")
-    for call in [value.func] if kind == "func" else list(value.list.func) if kind == "list" else []:
-        call.name = names.get(call.name, call.name)
-        for nested in call.attr.values():
-            _rename_in(nested, names)
+            yield from _calls_in(call.attr[key])
 
 
 def canonical_arguments(function: function_pb2.FunctionDef) -> None:
@@ -130,7 +120,8 @@ def rename_references(nodes, names: dict[str, str]) -> None:
     for node in nodes:
         node.op = names.get(node.op, node.op)
         for value in node.attr.values():
-            _rename_in(value, names)
+            for call in _calls_in(value):
+                call.name = names.get(call.name, call.name)
 
 
 def program_key(meta_graph: meta_graph_pb2.MetaGraphDef, export_dir: str | Path) -> str:

@@ -69,6 +69,6 @@ class StandbySessions:
     def on_release(self, owner: object, model: str, key: str | None, session: SavedModelSession) -> None:
         """When `owner` (a servable) is gone, that is, when the last request on it has finished,
         offer `session` as a standby."""
-        if key is None or self.per_model == 0:
+        if key is None:
             return
         weakref.finalize(owner, self.keep, model, key, session).atexit = False
